@@ -16,7 +16,7 @@ class LocalStore(Store):
 
     def __init__(self, uri: str):
         path = uri[len("file://"):] if uri.startswith("file://") else uri
-        self.root = Path(path).expanduser().absolute()
+        self.root = Path(os.path.abspath(Path(path).expanduser()))
         self.uri = str(self.root) if not uri.startswith("file://") else f"file://{self.root}"
 
     @property
@@ -72,7 +72,7 @@ class LocalStore(Store):
 
     def list(self, prefix: str = "") -> Iterator[str]:
         base = self._path(prefix) if prefix else self.root
-        start = base if base.is_dir() else base.parent
+        start = base if not prefix or prefix.endswith("/") else base.parent  # "a" matches "ab.txt" too
         if not start.is_dir():
             return iter(())
         keys = []

@@ -1,0 +1,193 @@
+"""The one command surface: `unitvox <stage> --config FILE --run URI [--set key=value ...]`.
+
+Run: unitvox --help
+Exit codes: 0 done, 1 failed, 2 bad config or bad input (a Job should not retry it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+from unitvox import __version__
+from unitvox.config import ConfigError, load
+from unitvox.stages import IncompleteError
+from unitvox.store import StoreError, open_store
+
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+
+_STAGE_EXAMPLES = {
+    "prepare": """examples:
+  unitvox prepare --config jobs/base.yaml --run ./runs/exp1 --set prepare.input=/data/raw
+  unitvox prepare --config jobs/base.yaml --run s3://bucket/runs/exp1 --set prepare.input=/data/raw   # upload, resumable
+  unitvox prepare --config jobs/base.yaml --run ./runs/exp1 --phase segment --shard-index 0 --shard-count 4""",
+    "tokenize": """examples:
+  unitvox tokenize --config jobs/base.yaml --run ./runs/exp1
+  unitvox tokenize --config jobs/base.yaml --run ./runs/exp1 --set tokenize.features.extractor=mfcc
+  unitvox tokenize --config jobs/base.yaml --run ./runs/exp1 --phase assign --shard-index 1 --shard-count 4""",
+    "bpe": """examples:
+  unitvox bpe --config jobs/base.yaml --run ./runs/exp1
+  unitvox bpe --config jobs/base.yaml --run ./runs/exp1 --set bpe.vocab_size=500""",
+}
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="YAML config: a path, file:// or s3:// URI")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value by dotted key, e.g. tokenize.kmeans.k=50 (repeatable)")
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_config_arguments(parser)
+    parser.add_argument("--run", required=True, help="run root: ./runs/NAME, file:///abs/path or s3://bucket/prefix")
+    parser.add_argument("--force", action="store_true", help="rerun even when _SUCCESS.json matches")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="unitvox",
+        description="Acoustic units, motifs and unit vocoders for speech research, as batch jobs.",
+        epilog="examples:\n  unitvox validate --config jobs/base.yaml\n"
+               "  unitvox pipeline --config jobs/demo.yaml --run ./runs/demo\n"
+               "  unitvox prepare --config jobs/base.yaml --run ./runs/exp1 --set prepare.input=/data/raw",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"unitvox {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (handler, help_text, examples, add_arguments) in COMMANDS.items():
+        sub = commands.add_parser(name, help=help_text, description=help_text, epilog=examples,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        add_arguments(sub)
+        sub.set_defaults(handler=handler)
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+
+
+def _stage_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_run_arguments(parser)
+    parser.add_argument("--phase", help="run one phase only (what the pipeline and Kubernetes Jobs do)")
+    parser.add_argument("--shard-index", type=int, help="this shard, 0-based (default: $JOB_COMPLETION_INDEX)")
+    parser.add_argument("--shard-count", type=int, help="number of shards (default: <stage>.shards)")
+
+
+def _make_stage_command(stage: str) -> Callable[[argparse.Namespace], int]:
+    def command(args: argparse.Namespace) -> int:
+        from unitvox.stages import Shard, run_stage, shard_count
+
+        config = load(args.config, args.overrides)
+        index = args.shard_index
+        if index is None and args.shard_count is not None or index is None and args.phase:
+            index = _job_completion_index()
+        shard = None
+        if index is not None:
+            shard = Shard(index, args.shard_count or shard_count(config, stage))
+        store = open_store(args.run)
+        result = run_stage(config, store, stage, phase=args.phase, shard=shard, force=args.force)
+        where = f" phase {args.phase}" if args.phase else ""
+        where += f" shard {shard.index}/{shard.count}" if shard else ""
+        print(f"{stage}{where}: {result.status} ({result.reason}) in {result.seconds:.1f} s")
+        for name, value in result.summary.items():
+            print(f"  {name}: {value}")
+        return 0
+
+    return command
+
+
+def _job_completion_index() -> int | None:
+    value = os.environ.get("JOB_COMPLETION_INDEX")
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise ConfigError(f"JOB_COMPLETION_INDEX: expected a non-negative integer, got {value!r}")
+    return int(value)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    config = load(args.config, args.overrides)
+    print(f"{args.config}: valid")
+    for section in ("prepare", "tokenize", "bpe"):
+        print(f"  {section}: config hash {config.stage_hash(section)[:12]}")
+    return 0
+
+
+def _validate_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_config_arguments(parser)
+
+
+def _pipeline(args: argparse.Namespace) -> int:
+    from unitvox.config import to_yaml
+    from unitvox.controller.local import StepFailed, run_pipeline, summary_lines
+
+    config = load(args.config, args.overrides)
+    store = open_store(args.run)
+    store.write_text("config.yaml", to_yaml(config, "# The resolved config of this run, written by unitvox pipeline\n"))
+    stages = args.stages.split(",") if args.stages else None
+    try:
+        reports = run_pipeline(config, store, config_uri=store.url("config.yaml"), stages=stages, force=args.force)
+    except StepFailed as failure:
+        print(f"pipeline stopped: {failure}", file=sys.stderr)
+        return failure.code if failure.code in (EXIT_CONFIG,) else EXIT_FAILED
+    print("\n".join(summary_lines(reports, store.uri)))
+    return 0
+
+
+def _pipeline_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_run_arguments(parser)
+    parser.add_argument("--stages", help="comma-separated subset, e.g. tokenize,bpe (default: pipeline.stages)")
+
+
+def _demo_corpus(args: argparse.Namespace) -> int:
+    from unitvox.demo import synthesise_corpus
+
+    paths = synthesise_corpus(args.out, speakers=args.speakers, utterances_per_speaker=args.utterances)
+    print(f"{len(paths)} recordings under {args.out}")
+    return 0
+
+
+def _demo_corpus_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="runs/demo-corpus", help="folder to write <speaker>/<id>.wav into")
+    parser.add_argument("--speakers", type=int, default=6)
+    parser.add_argument("--utterances", type=int, default=8, help="utterances per speaker")
+
+
+COMMANDS = {
+    "validate": (_validate, "check a config without running anything",
+                 "examples:\n  unitvox validate --config jobs/base.yaml --set tokenize.kmeans.k=50", _validate_arguments),
+    **{
+        stage: (_make_stage_command(stage), f"run the {stage} stage", _STAGE_EXAMPLES[stage], _stage_arguments)
+        for stage in ("prepare", "tokenize", "bpe")
+    },
+    "pipeline": (_pipeline, "run every stage in order, skipping finished ones",
+                 "examples:\n  unitvox pipeline --config jobs/demo.yaml --run ./runs/demo\n"
+                 "  unitvox pipeline --config jobs/base.yaml --run s3://bucket/runs/exp1 --set prepare.input=s3://bucket/raw",
+                 _pipeline_arguments),
+    "demo-corpus": (_demo_corpus, "synthesise the small multi-speaker demo corpus (espeak-ng)",
+                    "examples:\n  unitvox demo-corpus --out runs/demo-corpus", _demo_corpus_arguments),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.handler(args)
+    except ConfigError as error:
+        print(f"unitvox: config error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    except StoreError as error:
+        print(f"unitvox: store error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except IncompleteError as error:
+        print(f"unitvox: not ready: {error}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+__all__ = ["COMMANDS", "build_parser", "main"]

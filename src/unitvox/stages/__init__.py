@@ -1,0 +1,154 @@
+"""The stage table: every stage, its phases, and the one way to run a phase of it.
+
+A stage module defines `PHASES`, `inputs(config, store)` (fingerprints of what it reads) and one
+function per phase, `<phase>(context)`; the last phase writes the stage's `_SUCCESS.json`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from unitvox.config import Config, ConfigError
+from unitvox.metrics import MetricsSink, NullSink
+from unitvox.stages import record
+from unitvox.store import Store
+
+
+class IncompleteError(RuntimeError):
+    """A merge or fit that cannot run yet because some shards have not finished; names them."""
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A step of a stage; a sharded phase splits its items over `shards` processes or pods."""
+
+    name: str
+    sharded: bool = False
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise ConfigError(f"--shard-index {self.index} is outside 0..{self.count - 1} (--shard-count {self.count})")
+
+    def take(self, items: list) -> list:
+        """This shard's share of `items`: every count-th item from index, so shards stay balanced."""
+        return items[self.index :: self.count]
+
+    @property
+    def name(self) -> str:
+        return f"{self.index:05d}-of-{self.count:05d}"
+
+
+@dataclass
+class Context:
+    """What a phase function gets: the config, the run's store, the metrics sink and its shard."""
+
+    config: Config
+    store: Store
+    metrics: MetricsSink = field(default_factory=NullSink)
+    shard: Shard = field(default_factory=Shard)
+    force: bool = False
+    started: float = field(default_factory=time.time)
+
+
+@dataclass
+class StageResult:
+    stage: str
+    status: str  # "ran" or "skipped"
+    reason: str = ""
+    seconds: float = 0.0
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+STAGES: dict[str, str] = {
+    "prepare": "unitvox.stages.prepare",
+    "tokenize": "unitvox.stages.tokenize",
+    "bpe": "unitvox.stages.bpe",
+}
+
+
+def stage_module(stage: str) -> ModuleType:
+    if stage not in STAGES:
+        raise ConfigError(f"unknown stage {stage!r}; known: {list(STAGES)}")
+    return importlib.import_module(STAGES[stage])
+
+
+def phases(stage: str) -> tuple[Phase, ...]:
+    return stage_module(stage).PHASES
+
+
+def shard_count(config: Config, stage: str) -> int:
+    return getattr(getattr(config, stage), "shards", 1)
+
+
+def pending(config: Config, store: Store, stage: str) -> str | None:
+    """Why `stage` must run, or None when its `_SUCCESS.json` matches and its outputs exist."""
+    module = stage_module(stage)
+    return record.mismatch(store, stage, config_hash=config.stage_hash(stage), inputs=module.inputs(config, store))
+
+
+def run_stage(
+    config: Config,
+    store: Store,
+    stage: str,
+    *,
+    metrics: MetricsSink | None = None,
+    phase: str | None = None,
+    shard: Shard | None = None,
+    force: bool = False,
+) -> StageResult:
+    """Run a whole stage in this process, or one phase of it (for one shard when the phase is sharded)."""
+    module = stage_module(stage)
+    started = time.time()
+    reason = "forced" if force else pending(config, store, stage)
+    if reason is None:
+        return StageResult(stage, "skipped", "finished earlier with the same config and inputs")
+    store.write_text("config.yaml", _resolved_yaml(config))
+    selected = _select_phases(module.PHASES, phase, stage, shard)
+    summary: dict[str, Any] = {}
+    for step in selected:
+        if step.sharded:
+            count = shard_count(config, stage)
+            shards = [shard] if shard else [Shard(i, count) for i in range(count)]
+        else:
+            shards = [Shard()]
+        for one in shards:
+            context = Context(config, store, metrics or NullSink(), one, force, started)
+            try:
+                summary = getattr(module, step.name)(context) or {}
+            except IncompleteError as waiting:
+                if phase is None and shard is not None:  # the last shard to finish merges
+                    return StageResult(stage, "partial", str(waiting), round(time.time() - started, 3))
+                raise
+    return StageResult(stage, "ran", reason, round(time.time() - started, 3), summary)
+
+
+def _select_phases(all_phases: tuple[Phase, ...], phase: str | None, stage: str, shard: Shard | None) -> list[Phase]:
+    if phase is None:
+        if shard is not None and sum(p.sharded for p in all_phases) > 1:
+            names = ", ".join(p.name for p in all_phases)
+            raise ConfigError(
+                f"{stage} runs in phases ({names}) with a fit between its sharded ones: pass --phase with "
+                "--shard-index (unitvox pipeline and the Kubernetes renderer do this)"
+            )
+        return list(all_phases)
+    chosen = [p for p in all_phases if p.name == phase]
+    if not chosen:
+        raise ConfigError(f"--phase {phase!r}: {stage} has phases {[p.name for p in all_phases]}")
+    return chosen
+
+
+def _resolved_yaml(config: Config) -> str:
+    from unitvox.config import to_yaml
+
+    return to_yaml(config, "# The resolved config of this run, written by unitvox; rerun a stage with:\n"
+                           "#   unitvox <stage> --config <run>/config.yaml --run <run>\n")

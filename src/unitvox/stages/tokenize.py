@@ -1,0 +1,239 @@
+"""tokenize: frame features, a K-Means codebook fitted on a bounded sample, and units for every segment.
+
+Run: unitvox tokenize --config jobs/base.yaml --run ./runs/exp1
+Phases (what the pipeline and Kubernetes run one by one):
+    sample (sharded)  features of a bounded, reproducible set of segments; a few frames each
+    fit               MiniBatchKMeans on the pooled sample -> tokenize/codebook/
+    assign (sharded)  units per segment -> tokenize/parts/<segment>.json, resumable segment by segment
+    merge             tokenize/units.jsonl and tokenize/report.json
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from unitvox import audio
+from unitvox.config import Config
+from unitvox.stages import Context, IncompleteError, Phase
+from unitvox.stages.prepare import MANIFEST
+from unitvox.stages.record import SUCCESS, write_success
+from unitvox.store import Store
+from unitvox.units import features as feats
+from unitvox.units.kmeans import Codebook, check_compatible, fit as fit_codebook
+
+PHASES = (Phase("sample", sharded=True), Phase("fit"), Phase("assign", sharded=True), Phase("merge"))
+
+CODEBOOK = "tokenize/codebook"
+SAMPLE = "tokenize/sample"
+PARTS = "tokenize/parts"
+UNITS = "tokenize/units.jsonl"
+REPORT = "tokenize/report.json"
+
+
+def inputs(config: Config, store: Store) -> dict[str, Any]:
+    key = f"prepare/{SUCCESS}"
+    if not store.exists(key):
+        raise IncompleteError(f"tokenize reads prepare's manifest, but {store.url(key)} does not exist: run prepare first")
+    return {MANIFEST: store.read_json(key)["outputs"][MANIFEST]["sha256"]}
+
+
+def _segments(store: Store) -> list[dict[str, Any]]:
+    """The manifest's rows, trimmed to what tokenize needs."""
+    keep = ("id", "audio", "speaker", "duration")
+    return [{name: row[name] for name in keep} for row in store.read_jsonl(MANIFEST)]
+
+
+def _load_audio(store: Store, key: str) -> np.ndarray:
+    with store.local_copy(key) as path:
+        return audio.read_mono(path)[0]
+
+
+def _extractor(config: Config) -> feats.FeatureExtractor:
+    return feats.build_extractor(config.tokenize.features, config.prepare.sample_rate)
+
+
+def _stable_number(*parts: Any) -> int:
+    return int(hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:15], 16)
+
+
+# ---------------------------------------------------------------------------------------------
+# Phase: sample (sharded)
+
+
+def sample_plan(segments: list[dict[str, Any]], config: Config) -> list[tuple[int, int]]:
+    """(manifest position, frame quota) of the segments that feed the K-Means sample.
+
+    Segments are drawn in a seeded hash order, which spreads them across speakers and folders, until
+    `sample_max_seconds` of audio; each then gives frames in proportion to its duration.
+    """
+    kmeans = config.tokenize.kmeans
+    order = sorted(range(len(segments)), key=lambda i: _stable_number(kmeans.seed, segments[i]["id"]))
+    chosen, seconds = [], 0.0
+    for position in order:
+        if seconds >= kmeans.sample_max_seconds:
+            break
+        chosen.append(position)
+        seconds += segments[position]["duration"]
+    return [(p, math.ceil(kmeans.sample_frames * segments[p]["duration"] / seconds)) for p in sorted(chosen)]
+
+
+def _sample_key(config: Config, shard_name: str) -> str:
+    return f"{SAMPLE}/{config.stage_hash('tokenize')[:16]}/{shard_name}.npz"
+
+
+def sample(context: Context) -> dict[str, Any]:
+    """Features of this shard's share of the sample segments; a seeded choice of frames from each."""
+    config, store = context.config, context.store
+    key = _sample_key(config, context.shard.name)
+    if store.exists(key) and not context.force:
+        return {"sample": key, "resumed": True}
+    segments = _segments(store)
+    extractor = _extractor(config)
+    frames, positions = [], []
+    for position, quota in tqdm(context.shard.take(sample_plan(segments, config)), desc=f"sample {context.shard.name}",
+                                unit="seg", mininterval=2.0, disable=None):
+        segment = segments[position]
+        features = feats.extract(extractor, _load_audio(store, segment["audio"]), config.tokenize.features)
+        rng = np.random.default_rng([config.tokenize.kmeans.seed, _stable_number(segment["id"])])
+        picked = np.sort(rng.choice(len(features), size=min(quota, len(features)), replace=False))
+        frames.append(features[picked])
+        positions.append(np.full(len(picked), position, dtype=np.int64))
+    dim = extractor.dim
+    buffer = io.BytesIO()
+    np.savez(buffer, frames=np.concatenate(frames) if frames else np.zeros((0, dim), np.float32),
+             positions=np.concatenate(positions) if positions else np.zeros(0, np.int64))
+    store.write_json(f"{SAMPLE}/{config.stage_hash('tokenize')[:16]}/features.json", extractor.fingerprint())
+    store.write_bytes(key, buffer.getvalue())
+    return {"sample": key, "frames": int(sum(len(f) for f in frames))}
+
+
+# ---------------------------------------------------------------------------------------------
+# Phase: fit
+
+
+def fit(context: Context) -> dict[str, Any]:
+    """Fit the codebook on the pooled sample, in manifest order so the shard count does not matter."""
+    config, store = context.config, context.store
+    config_hash = config.stage_hash("tokenize")
+    count = config.tokenize.shards
+    keys = [_sample_key(config, f"{i:05d}-of-{count:05d}") for i in range(count)]
+    missing = [k for k in keys if not store.exists(k)]
+    if missing:
+        raise IncompleteError(f"tokenize fit: {len(missing)} of {count} sample shards missing (first: {missing[0]})")
+    sample_hash = hashlib.sha256("".join(store.sha256(k) for k in keys).encode()).hexdigest()
+    if not context.force and store.exists(f"{CODEBOOK}/codebook.json"):
+        saved = store.read_json(f"{CODEBOOK}/codebook.json")
+        if saved.get("config_hash") == config_hash and saved.get("sample_hash") == sample_hash:
+            return {"codebook": saved["hash"], "resumed": True}
+    frames, positions = [], []
+    for key in keys:
+        with np.load(io.BytesIO(store.read_bytes(key)), allow_pickle=False) as shard:
+            frames.append(shard["frames"])
+            positions.append(shard["positions"])
+    order = np.argsort(np.concatenate(positions), kind="stable")
+    pooled = np.concatenate(frames)[order]
+    features = store.read_json(f"{SAMPLE}/{config_hash[:16]}/features.json")
+    fingerprint = {**features, "config_hash": config_hash, "sample_hash": sample_hash}
+    codebook = fit_codebook(pooled, config.tokenize.kmeans, fingerprint)
+    codebook.save(store, CODEBOOK)
+    return {"codebook": codebook.hash, "sample_frames": int(len(pooled))}
+
+
+# ---------------------------------------------------------------------------------------------
+# Phase: assign (sharded)
+
+
+def run_lengths(units: np.ndarray, hop_seconds: float) -> dict[str, list]:
+    """Run-length form of a unit sequence: the units, their durations in frames and start times in seconds."""
+    if len(units) == 0:
+        return {"run_units": [], "run_durations": [], "run_starts": []}
+    change = np.flatnonzero(np.diff(units)) + 1
+    starts = np.concatenate([[0], change])
+    durations = np.diff(np.concatenate([starts, [len(units)]]))
+    return {
+        "run_units": units[starts].tolist(),
+        "run_durations": durations.tolist(),
+        "run_starts": [round(float(s) * hop_seconds, 4) for s in starts],
+    }
+
+
+def assign(context: Context) -> dict[str, Any]:
+    """Units for this shard's segments; each segment is written as soon as it is done, so a killed shard resumes."""
+    config, store = context.config, context.store
+    codebook = Codebook.load(store, CODEBOOK)
+    extractor = _extractor(config)
+    check_compatible(codebook.fingerprint, extractor.fingerprint())
+    hop_seconds = extractor.hop_samples / extractor.sample_rate
+    mine = context.shard.take(_segments(store))
+    done = resumed = 0
+    for segment in tqdm(mine, desc=f"assign {context.shard.name}", unit="seg", mininterval=2.0, disable=None):
+        key = f"{PARTS}/{segment['id']}.json"
+        if not context.force and _part_is_current(store, key, codebook.hash):
+            resumed += 1
+            continue
+        features = feats.extract(extractor, _load_audio(store, segment["audio"]), config.tokenize.features)
+        units = codebook.assign(features)
+        store.write_json(key, {
+            "id": segment["id"], "speaker": segment["speaker"], "duration": segment["duration"],
+            "hop_seconds": hop_seconds, "codebook": codebook.hash, "units": units.tolist(),
+            **run_lengths(units, hop_seconds),
+        })
+        done += 1
+        context.metrics.gauge("stage_items_done", done + resumed, stage="tokenize", shard=str(context.shard.index))
+    context.metrics.gauge("stage_items_total", len(mine), stage="tokenize", shard=str(context.shard.index))
+    return {"assigned": done, "resumed": resumed}
+
+
+def _part_is_current(store: Store, key: str, codebook_hash: str) -> bool:
+    return store.exists(key) and store.read_json(key).get("codebook") == codebook_hash
+
+
+# ---------------------------------------------------------------------------------------------
+# Phase: merge
+
+
+def merge(context: Context) -> dict[str, Any]:
+    """Join the parts into `units.jsonl` in manifest order, with a report on unit usage."""
+    config, store = context.config, context.store
+    codebook = Codebook.load(store, CODEBOOK)
+    segments = _segments(store)
+    missing = [s["id"] for s in segments if not _part_is_current(store, f"{PARTS}/{s['id']}.json", codebook.hash)]
+    if missing:
+        raise IncompleteError(
+            f"tokenize merge: {len(missing)} of {len(segments)} segments have no units yet (first: {missing[0]}); "
+            "run the remaining shards of phase assign"
+        )
+    usage = np.zeros(codebook.k, dtype=np.int64)
+    runs = 0
+
+    def rows():
+        nonlocal runs
+        for segment in segments:
+            part = store.read_json(f"{PARTS}/{segment['id']}.json")
+            usage[:] += np.bincount(part["units"], minlength=codebook.k)
+            runs += len(part["run_units"])
+            yield part
+
+    store.write_jsonl(UNITS, rows())
+    share = usage / max(1, usage.sum())
+    nonzero = share[share > 0]
+    report = {
+        "segments": len(segments), "frames": int(usage.sum()), "runs": runs, "k": codebook.k,
+        "codebook": codebook.hash, "units_used": int((usage > 0).sum()),
+        "perplexity": float(np.exp(-(nonzero * np.log(nonzero)).sum())) if nonzero.size else 0.0,
+        "mean_run_frames": float(usage.sum() / max(1, runs)), "usage": usage.tolist(),
+    }
+    store.write_json(REPORT, report)
+    write_success(
+        store, "tokenize", config_hash=config.stage_hash("tokenize"), inputs=inputs(config, store),
+        outputs=[UNITS, REPORT, f"{CODEBOOK}/centroids.npy", f"{CODEBOOK}/codebook.json"],
+        output_sets={f"{PARTS}/": len(segments)}, started=context.started,
+        extra={"stage": "tokenize", "config": config.to_dict()["tokenize"], "codebook": codebook.fingerprint},
+    )
+    return {key: report[key] for key in ("segments", "frames", "units_used", "perplexity")}
