@@ -130,7 +130,7 @@ def test_missing_library_is_reported_with_its_path():
 
 
 def test_missing_data_folder_raises_instead_of_exiting():
-    # In a child process: a failed espeak_Initialize leaves the library's global state unusable.
+    # In a child process, so the failed initialisation cannot disturb the engine the other tests share.
     script = (
         "import espeakng_loader\n"
         "from unitvox.demo import _Espeak\n"

@@ -16,6 +16,7 @@ import soxr
 from unitvox.config import ChecksConfig, SplitConfig
 
 _FLOOR_DB = -120.0
+_DYNAMIC_RANGE_DB = 15.0
 
 
 class AudioError(ValueError):
@@ -141,6 +142,12 @@ def split(samples: np.ndarray, rate: int, config: SplitConfig) -> list[tuple[int
     frame = max(1, int(round(config.frame_seconds * rate)))
     levels = frame_levels_db(samples, rate, config.frame_seconds)
     if not np.any(levels >= config.silence_db):
+        loudest, floor = float(levels.max()), float(np.percentile(levels, 10))
+        if loudest - floor > _DYNAMIC_RANGE_DB:  # something rises over the floor: quiet speech, not silence
+            raise AudioError("too_quiet", (
+                f"loudest frame {loudest:.1f} dBFS never reaches the speech threshold {config.silence_db:g} dBFS; "
+                "raise the recording's gain or lower prepare.split.silence_db"
+            ))
         raise AudioError("silent", f"no speech: every frame is below {config.silence_db:g} dBFS")
     if len(samples) <= config.max_segment_seconds * rate:
         return [(0, len(samples))]

@@ -342,12 +342,22 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         parts = dotted.strip().split(".")
         if not all(parts):
             raise ConfigError(f"--set {override!r}: empty key segment in {dotted!r}")
-        value = yaml.safe_load(text) if text.strip() else ""
+        value = _parse_value(text)
         nested: Any = value
         for part in reversed(parts):
             nested = {part: nested}
         result = merge(result, nested)
     return result
+
+
+def _parse_value(text: str) -> Any:
+    """A --set value as YAML (numbers, booleans, lists); text YAML cannot parse stays a string."""
+    if not text.strip():
+        return ""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
 
 
 def load(uri: str, overrides: list[str] | None = None) -> Config:

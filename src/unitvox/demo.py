@@ -116,6 +116,20 @@ class SpeakerVoice:
     pitch_range: int
 
 
+def _declare_signatures(library: ctypes.CDLL) -> None:
+    """Gives ctypes the C argument types, so that size_t and pointers are passed at full width."""
+    library.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+    library.espeak_SetSynthCallback.argtypes = [_SYNTH_CALLBACK]
+    library.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+    library.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+    library.espeak_Synth.argtypes = [
+        ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
+        ctypes.c_uint, ctypes.POINTER(ctypes.c_uint), ctypes.c_void_p,
+    ]
+    if hasattr(library, "espeak_ng_SetRandSeed"):
+        library.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
+
+
 class _Espeak:
     """The process-wide espeak-ng library; every call holds the lock."""
 
@@ -124,7 +138,7 @@ class _Espeak:
             self.library = ctypes.CDLL(library_path)
         except OSError as error:
             raise RuntimeError(f"cannot load the espeak-ng library {library_path}: {error}") from error
-        self.library.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        _declare_signatures(self.library)
         self.sample_rate = self.library.espeak_Initialize(
             _AUDIO_OUTPUT_SYNCHRONOUS, 0, data_path.encode(), _INITIALIZE_DONT_EXIT
         )
@@ -169,8 +183,8 @@ class _Espeak:
         encoded = text.encode("utf-8")
         with self.lock:
             self._set_voice(voice)
-            if hasattr(self.library, "espeak_ng_SetRandSeed"):  # absent before espeak-ng 1.51
-                self.library.espeak_ng_SetRandSeed(ctypes.c_long(random_seed))
+            if hasattr(self.library, "espeak_ng_SetRandSeed"):  # older builds lack it
+                self.library.espeak_ng_SetRandSeed(random_seed)
             self.chunks = []
             status = self.library.espeak_Synth(
                 encoded, len(encoded) + 1, 0, _POSITION_CHARACTER, 0, _CHARS_UTF8, None, None

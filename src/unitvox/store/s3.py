@@ -3,7 +3,7 @@
 This is the only module that imports boto3. Endpoint, region and credentials come from the
 standard AWS environment variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN,
 AWS_REGION or AWS_DEFAULT_REGION, AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL), so one URI works against
-AWS and against MinIO started with `AWS_ENDPOINT_URL=http://localhost:9000`.
+AWS and, once `AWS_ENDPOINT_URL=http://localhost:9000` is set, against a local MinIO.
 """
 
 from __future__ import annotations
