@@ -1,4 +1,6 @@
-"""S3 fixtures: a moto S3 server over real HTTP, the AWS environment pointed at it, fresh buckets.
+"""Shared fixtures: real or generated speech, prepared runs, and S3 through a moto server.
+
+S3 fixtures: a moto S3 server over real HTTP, the AWS environment pointed at it, fresh buckets.
 
 The server runs in server mode rather than patching botocore in-process, so requests, retries,
 timeouts and multipart transfers go through the same HTTP code paths as against AWS or MinIO.
@@ -8,11 +10,38 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import boto3
 import pytest
 
 TEST_REGION = "us-east-1"
+CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "librispeech-mini"
+
+
+@pytest.fixture(scope="session")
+def speech_corpus(tmp_path_factory) -> Path:
+    """The real speech in ../shared/corpus/librispeech-mini, or, in a fresh clone without it,
+    the synthetic demo corpus (espeak-ng, several voices), so tests still run on real-ish speech."""
+    if CORPUS.is_dir():
+        return CORPUS
+    from unitvox.demo import synthesise_corpus
+
+    folder = tmp_path_factory.mktemp("demo-corpus")
+    synthesise_corpus(folder, speakers=4, utterances_per_speaker=5)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def prepared_run(speech_corpus, tmp_path_factory) -> Path:
+    """A run folder where prepare has finished on the speech corpus (demo config); copy before changing it."""
+    from unitvox.config import load
+    from unitvox.stages import run_stage
+    from unitvox.store import LocalStore
+
+    root = tmp_path_factory.mktemp("prepared") / "run"
+    run_stage(load("jobs/demo.yaml", [f"prepare.input={speech_corpus}"]), LocalStore(str(root)), "prepare")
+    return root
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,159 @@
+"""tokenize: codebooks, units with timestamps, shard independence, the ssl extractor, and resume after a kill."""
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from unitvox.config import load
+from unitvox.stages import Shard, run_stage
+from unitvox.stages.tokenize import CODEBOOK, PARTS, UNITS, assign, run_lengths
+from unitvox.store import LocalStore
+from unitvox.units.kmeans import Codebook
+
+
+def _copy(prepared_run, tmp_path, name="run"):
+    target = tmp_path / name
+    shutil.copytree(prepared_run, target)
+    return LocalStore(str(target))
+
+
+def _config(*overrides):
+    return load("jobs/demo.yaml", ["tokenize.kmeans.k=20", "tokenize.kmeans.sample_frames=4000", *overrides])
+
+
+def test_units_line_up_with_the_manifest_and_the_codebook(prepared_run, tmp_path):
+    store = _copy(prepared_run, tmp_path)
+    run_stage(_config(), store, "tokenize")
+    manifest = list(store.read_jsonl("prepare/manifest.jsonl"))
+    rows = list(store.read_jsonl(UNITS))
+    assert [r["id"] for r in rows] == [m["id"] for m in manifest]
+    codebook = Codebook.load(store, CODEBOOK)
+    assert codebook.centroids.shape == (20, 39)
+    assert {"extractor", "sample_rate", "hop_seconds", "k", "seed", "hash"} <= set(codebook.fingerprint)
+    for row, segment in zip(rows, manifest):
+        units = np.array(row["units"])
+        assert len(units) == int(round(segment["duration"] * 16000)) // 320
+        assert units.min() >= 0 and units.max() < 20
+        assert row["codebook"] == codebook.hash
+        assert sum(row["run_durations"]) == len(units)
+        assert np.repeat(row["run_units"], row["run_durations"]).tolist() == row["units"]
+        starts = np.concatenate([[0], np.cumsum(row["run_durations"])[:-1]]) * 0.02
+        assert np.allclose(row["run_starts"], starts, atol=1e-3)
+    report = store.read_json("tokenize/report.json")
+    assert report["units_used"] > 10 and report["perplexity"] > 5
+
+
+def test_shard_count_does_not_change_the_units(prepared_run, tmp_path):
+    one, three = _copy(prepared_run, tmp_path, "one"), _copy(prepared_run, tmp_path, "three")
+    run_stage(_config("tokenize.shards=1"), one, "tokenize")
+    config = _config("tokenize.shards=3")
+    for phase in ("sample", "fit", "assign", "merge"):
+        shards = [Shard(i, 3) for i in range(3)] if phase in ("sample", "assign") else [None]
+        for shard in shards:
+            run_stage(config, three, "tokenize", phase=phase, shard=shard)
+    assert one.read_bytes(UNITS) == three.read_bytes(UNITS)
+
+
+def test_run_lengths():
+    runs = run_lengths(np.array([3, 3, 3, 7, 7, 1]), 0.02)
+    assert runs == {"run_units": [3, 7, 1], "run_durations": [3, 2, 1], "run_starts": [0.0, 0.06, 0.1]}
+    assert run_lengths(np.array([], dtype=int), 0.02)["run_units"] == []
+
+
+def test_chunked_mfcc_matches_one_pass():
+    from synth import speech_like
+    from unitvox.units import features
+
+    config = _config().tokenize.features
+    samples = speech_like(7.3)
+    extractor = features.build_extractor(config, 16000)
+    whole = features.extract(extractor, samples, config)
+    chunked = features.extract(extractor, samples, _config("tokenize.features.chunk_seconds=2", "tokenize.features.overlap_seconds=0.5").tokenize.features)
+    assert whole.shape == chunked.shape == (len(samples) // 320, 39)
+    assert np.allclose(whole, chunked, atol=1e-3)
+
+
+@pytest.fixture(scope="module")
+def tiny_wav2vec2(tmp_path_factory):
+    """A randomly initialised two-layer wav2vec2 saved like a hub model, loaded back with from_pretrained."""
+    transformers = pytest.importorskip("transformers")
+    folder = tmp_path_factory.mktemp("tiny-wav2vec2")
+    config = transformers.Wav2Vec2Config(
+        hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
+        conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+    )
+    transformers.Wav2Vec2Model(config).save_pretrained(folder)
+    transformers.Wav2Vec2FeatureExtractor().save_pretrained(folder)
+    return folder
+
+
+def test_ssl_extractor_through_from_pretrained(prepared_run, tmp_path, tiny_wav2vec2):
+    store = _copy(prepared_run, tmp_path)
+    config = _config("tokenize.features.extractor=ssl", f"tokenize.features.model={tiny_wav2vec2}",
+                     "tokenize.features.layer=2", "tokenize.features.chunk_seconds=4")
+    run_stage(config, store, "tokenize")
+    codebook = Codebook.load(store, CODEBOOK)
+    assert codebook.fingerprint["extractor"] == "ssl"
+    assert codebook.fingerprint["model"] == str(tiny_wav2vec2)
+    assert codebook.fingerprint["layer"] == 2 and codebook.centroids.shape == (20, 32)
+    first = next(store.read_jsonl(UNITS))
+    assert abs(len(first["units"]) - first["duration"] / 0.02) <= 1
+
+
+def test_ssl_layer_beyond_the_model_is_a_config_error(tiny_wav2vec2):
+    from unitvox.config import ConfigError
+    from unitvox.units.features import build_extractor
+
+    config = _config("tokenize.features.extractor=ssl", f"tokenize.features.model={tiny_wav2vec2}",
+                     "tokenize.features.layer=9").tokenize.features
+    with pytest.raises(ConfigError, match="tokenize.features.layer: 9, but .* has 3 layers"):
+        build_extractor(config, 16000)
+    missing = _config("tokenize.features.extractor=ssl", "tokenize.features.model=/nowhere/model").tokenize.features
+    with pytest.raises(ConfigError, match="tokenize.features.model: cannot load '/nowhere/model'"):
+        build_extractor(missing, 16000)
+
+
+def test_codebook_from_other_features_is_refused(prepared_run, tmp_path):
+    from unitvox.stages import Context
+    from unitvox.units.kmeans import CodebookMismatch
+
+    store = _copy(prepared_run, tmp_path)
+    run_stage(_config(), store, "tokenize")
+    with pytest.raises(CodebookMismatch, match="extractor: codebook 'mfcc', features 'logmel'"):
+        assign(Context(_config("tokenize.features.extractor=logmel"), store))
+
+
+def test_killed_assign_shard_resumes_to_identical_output(prepared_run, tmp_path):
+    reference = _copy(prepared_run, tmp_path, "reference")
+    config = _config("tokenize.shards=1")
+    run_stage(config, reference, "tokenize")
+
+    store = _copy(prepared_run, tmp_path, "killed")
+    for phase in ("sample", "fit"):
+        run_stage(config, store, "tokenize", phase=phase)
+    total = sum(1 for _ in store.read_jsonl("prepare/manifest.jsonl"))
+    argv = [sys.executable, "-m", "unitvox", "tokenize", "--config", "jobs/demo.yaml", "--run", store.uri,
+            "--set", "tokenize.kmeans.k=20", "--set", "tokenize.kmeans.sample_frames=4000",
+            "--set", "tokenize.shards=1", "--phase", "assign", "--shard-index", "0"]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    parts = store.local_root / PARTS
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        if parts.is_dir() and len(list(parts.glob("*.json"))) >= 3:
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    process.wait()
+    done_before = len(list(parts.glob("*.json")))
+    assert process.returncode == -signal.SIGKILL, "the shard must be killed mid-way for this test to mean anything"
+    assert 3 <= done_before < total
+
+    rerun = subprocess.run(argv, capture_output=True, text=True, check=True)
+    assert f"resumed: {done_before}" in rerun.stdout or f"resumed: {done_before - 1}" in rerun.stdout
+    run_stage(config, store, "tokenize", phase="merge")
+    assert store.read_bytes(UNITS) == reference.read_bytes(UNITS)

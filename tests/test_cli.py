@@ -1,0 +1,95 @@
+"""The command surface end to end: validate, stage commands, the pipeline and its skipping, S3 runs."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from unitvox.cli import main
+
+
+def statuses(stdout):
+    """Stage -> status from the pipeline's closing summary table."""
+    table = stdout[stdout.rindex("stage      status"):].splitlines()[1:]
+    return {line.split()[0]: line.split()[1] for line in table if not line.startswith("outputs")}
+
+
+def unitvox(*args, env=None, check=True):
+    completed = subprocess.run([sys.executable, "-m", "unitvox", *args], capture_output=True, text=True,
+                               env={**os.environ, **(env or {})})
+    if check and completed.returncode != 0:
+        raise AssertionError(f"unitvox {' '.join(args)} failed:\n{completed.stdout}\n{completed.stderr}")
+    return completed
+
+
+def test_validate_and_config_errors(capsys):
+    assert main(["validate", "--config", "jobs/base.yaml"]) == 0
+    assert "valid" in capsys.readouterr().out
+    assert main(["validate", "--config", "jobs/base.yaml", "--set", "tokenize.kmeans.kk=1"]) == 2
+    assert "tokenize.kmeans.kk: unknown key" in capsys.readouterr().err
+
+
+def test_help_shows_examples():
+    completed = unitvox("tokenize", "--help")
+    assert "examples:" in completed.stdout and "--shard-index" in completed.stdout
+
+
+def test_stage_without_input_fails_as_a_config_error(tmp_path):
+    completed = unitvox("prepare", "--config", "jobs/base.yaml", "--run", str(tmp_path / "run"), check=False)
+    assert completed.returncode == 2
+    assert "prepare.input: not set" in completed.stderr
+
+
+def test_tokenize_before_prepare_says_so(tmp_path):
+    completed = unitvox("tokenize", "--config", "jobs/demo.yaml", "--run", str(tmp_path / "run"), check=False)
+    assert completed.returncode == 1
+    assert "run prepare first" in completed.stderr
+
+
+def test_job_completion_index_picks_the_shard(prepared_run, tmp_path):
+    completed = unitvox("prepare", "--config", "jobs/demo.yaml", "--run", str(tmp_path / "run"),
+                        "--set", f"prepare.input={json.loads((prepared_run / 'prepare' / '_SUCCESS.json').read_text())['inputs']['sources']['input']}",
+                        "--phase", "segment", env={"JOB_COMPLETION_INDEX": "1"})
+    assert "shard 1/2" in completed.stdout
+
+
+@pytest.mark.e2e
+def test_pipeline_on_real_speech_then_everything_skipped(speech_corpus, tmp_path):
+    run = tmp_path / "run"
+    first = unitvox("pipeline", "--config", "jobs/demo.yaml", "--run", str(run), "--set", f"prepare.input={speech_corpus}")
+    assert statuses(first.stdout) == {"prepare": "ran", "tokenize": "ran", "bpe": "ran"}
+    for stage in ("prepare", "tokenize", "bpe"):
+        record = json.loads((run / stage / "_SUCCESS.json").read_text())
+        assert record["outputs"] and all(meta["sha256"] for meta in record["outputs"].values())
+        assert record["versions"]["unitvox"]
+    manifest = (run / "prepare" / "manifest.jsonl").read_text().splitlines()
+    units = (run / "tokenize" / "units.jsonl").read_text().splitlines()
+    assert len(manifest) == len(units) > 20
+    assert json.loads((run / "bpe" / "motifs.json").read_text())["motifs"]
+    assert (run / "config.yaml").is_file()
+
+    second = unitvox("pipeline", "--config", "jobs/demo.yaml", "--run", str(run), "--set", f"prepare.input={speech_corpus}")
+    assert statuses(second.stdout) == {"prepare": "skipped", "tokenize": "skipped", "bpe": "skipped"}
+
+    changed = unitvox("pipeline", "--config", "jobs/demo.yaml", "--run", str(run), "--set", f"prepare.input={speech_corpus}",
+                      "--set", "bpe.vocab_size=200")
+    assert "[prepare] skipped" in changed.stdout and "[tokenize] skipped" in changed.stdout
+    assert "[bpe] running (config changed)" in changed.stdout
+
+
+@pytest.mark.e2e
+def test_pipeline_into_s3(speech_corpus, s3_bucket, tmp_path):
+    from unitvox.store import open_store
+
+    run = f"s3://{s3_bucket}/runs/exp1"
+    unitvox("pipeline", "--config", "jobs/demo.yaml", "--run", run, "--set", f"prepare.input={speech_corpus}",
+            "--set", "bpe.vocab_size=150")
+    store = open_store(run)
+    keys = set(store.list())
+    assert {"prepare/_SUCCESS.json", "tokenize/_SUCCESS.json", "bpe/_SUCCESS.json", "bpe/motifs.json"} <= keys
+    assert any(key.startswith("prepare/audio/") and key.endswith(".flac") for key in keys)
+    again = unitvox("pipeline", "--config", "jobs/demo.yaml", "--run", run, "--set", f"prepare.input={speech_corpus}",
+                    "--set", "bpe.vocab_size=150")
+    assert set(statuses(again.stdout).values()) == {"skipped"}
