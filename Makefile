@@ -1,0 +1,38 @@
+# Run: make demo   (then: make test)
+# Everything installs into .venv; torch is pinned to the CPU build this project is tested with.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH ?= torch==2.13.0
+DATA ?=
+RUN ?= runs/demo
+DEMO_CORPUS := runs/demo-corpus
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-fast clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+# The demo: synthesise a small multi-speaker corpus (or use DATA=/path), then run the pipeline on it.
+demo: install
+ifeq ($(DATA),)
+	$(BIN)/unitvox demo-corpus --out $(DEMO_CORPUS)
+	$(BIN)/unitvox pipeline --config jobs/demo.yaml --run $(RUN) --set prepare.input=$(DEMO_CORPUS)
+else
+	$(BIN)/unitvox pipeline --config jobs/demo.yaml --run $(RUN) --set prepare.input=$(DATA)
+endif
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not e2e" $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(RUN) $(DEMO_CORPUS) .pytest_cache
