@@ -13,7 +13,7 @@ from typing import Any
 
 from unitvox.config import Config
 from unitvox.stages import Context, IncompleteError, Phase
-from unitvox.stages.record import SUCCESS, write_success
+from unitvox.stages.record import upstream, write_success
 from unitvox.stages.tokenize import UNITS
 from unitvox.store import Store
 from unitvox.units import bpe
@@ -26,10 +26,10 @@ MOTIFS = "bpe/motifs.json"
 
 
 def inputs(config: Config, store: Store) -> dict[str, Any]:
-    key = f"tokenize/{SUCCESS}"
-    if not store.exists(key):
-        raise IncompleteError(f"bpe reads tokenize's units, but {store.url(key)} does not exist: run tokenize first")
-    return {UNITS: store.read_json(key)["outputs"][UNITS]["sha256"]}
+    try:
+        return upstream(store, "tokenize", UNITS, "bpe")
+    except FileNotFoundError as missing:
+        raise IncompleteError(str(missing)) from None
 
 
 def train(context: Context) -> dict[str, Any]:

@@ -86,3 +86,15 @@ def mismatch(store: Store, prefix: str, *, config_hash: str, inputs: dict[str, A
         if sum(1 for _ in store.list(output_prefix)) < count:
             return f"outputs under {output_prefix} missing"
     return None
+
+
+def upstream(store: Store, stage: str, output: str, reader: str) -> dict[str, str]:
+    """Fingerprint of an earlier stage's output, from its record: `{output: sha256}`.
+
+    Raises:
+        FileNotFoundError: the earlier stage has not finished; the message says to run it.
+    """
+    key = f"{stage}/{SUCCESS}"
+    if not store.exists(key):
+        raise FileNotFoundError(f"{reader} reads {stage}'s {output}, but {store.url(key)} does not exist: run {stage} first")
+    return {output: store.read_json(key)["outputs"][output]["sha256"]}

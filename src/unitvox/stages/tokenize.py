@@ -22,7 +22,7 @@ from unitvox import audio
 from unitvox.config import Config
 from unitvox.stages import Context, IncompleteError, Phase
 from unitvox.stages.prepare import MANIFEST
-from unitvox.stages.record import SUCCESS, write_success
+from unitvox.stages.record import upstream, write_success
 from unitvox.store import Store
 from unitvox.units import features as feats
 from unitvox.units.kmeans import Codebook, check_compatible, fit as fit_codebook
@@ -37,10 +37,10 @@ REPORT = "tokenize/report.json"
 
 
 def inputs(config: Config, store: Store) -> dict[str, Any]:
-    key = f"prepare/{SUCCESS}"
-    if not store.exists(key):
-        raise IncompleteError(f"tokenize reads prepare's manifest, but {store.url(key)} does not exist: run prepare first")
-    return {MANIFEST: store.read_json(key)["outputs"][MANIFEST]["sha256"]}
+    try:
+        return upstream(store, "prepare", MANIFEST, "tokenize")
+    except FileNotFoundError as missing:
+        raise IncompleteError(str(missing)) from None
 
 
 def _segments(store: Store) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -86,34 +87,53 @@ def _fit_frames(frames: np.ndarray, count: int) -> np.ndarray:
     return np.concatenate([frames, np.repeat(frames[-1:], count - len(frames), axis=0)])
 
 
+@dataclass
+class SpectralFrames:
+    """The framing shared by the model-free extractors: a window every hop, frame i starting at i * hop."""
+
+    config: FeaturesConfig
+    sample_rate: int
+
+    @property
+    def hop_samples(self) -> int:
+        return int(round(self.config.hop_seconds * self.sample_rate))
+
+    @property
+    def window_samples(self) -> int:
+        return int(round(self.config.window_seconds * self.sample_rate))
+
+    def fingerprint(self, extractor: str, dim: int, **settings: Any) -> dict[str, Any]:
+        return {"extractor": extractor, **settings, "sample_rate": self.sample_rate,
+                "hop_seconds": self.hop_samples / self.sample_rate, "window_seconds": self.config.window_seconds,
+                "normalize": self.config.normalize, "dim": dim}
+
+
 @register_extractor("mfcc")
 class MfccExtractor:
     """13 MFCCs with deltas and delta-deltas (39 dims), librosa, no model needed."""
 
     def __init__(self, config: FeaturesConfig, sample_rate: int):
         self.config = config
+        self.frames = SpectralFrames(config, sample_rate)
         self.sample_rate = sample_rate
-        self.hop_samples = int(round(config.hop_seconds * sample_rate))
-        self.window_samples = int(round(config.window_seconds * sample_rate))
+        self.hop_samples, self.window_samples = self.frames.hop_samples, self.frames.window_samples
         self.dim = 3 * config.n_mfcc
 
     def extract(self, samples: np.ndarray) -> np.ndarray:
         import librosa
 
-        padded = _pad_to_window(samples, self.window_samples)
         mfcc = librosa.feature.mfcc(
-            y=padded, sr=self.sample_rate, n_mfcc=self.config.n_mfcc, n_fft=self.window_samples,
-            hop_length=self.hop_samples, n_mels=min(40, self.config.n_mels), center=False,
+            y=_pad_to_window(samples, self.window_samples), sr=self.sample_rate, n_mfcc=self.config.n_mfcc,
+            n_fft=self.window_samples, hop_length=self.hop_samples, n_mels=min(40, self.config.n_mels), center=False,
         )
+        # librosa's delta needs an odd width no wider than the frames at hand
         width = min(9, mfcc.shape[1] - (1 - mfcc.shape[1] % 2)) if mfcc.shape[1] >= 3 else 0
         deltas = [librosa.feature.delta(mfcc, order=o, width=width) if width >= 3 else np.zeros_like(mfcc)
                   for o in (1, 2)]
         return np.concatenate([mfcc, *deltas]).T.astype(np.float32)
 
     def fingerprint(self) -> dict[str, Any]:
-        return {"extractor": "mfcc", "n_mfcc": self.config.n_mfcc, "sample_rate": self.sample_rate,
-                "hop_seconds": self.hop_samples / self.sample_rate, "window_seconds": self.config.window_seconds,
-                "normalize": self.config.normalize, "dim": self.dim}
+        return self.frames.fingerprint("mfcc", self.dim, n_mfcc=self.config.n_mfcc)
 
 
 @register_extractor("logmel")
@@ -122,9 +142,9 @@ class LogMelExtractor:
 
     def __init__(self, config: FeaturesConfig, sample_rate: int):
         self.config = config
+        self.frames = SpectralFrames(config, sample_rate)
         self.sample_rate = sample_rate
-        self.hop_samples = int(round(config.hop_seconds * sample_rate))
-        self.window_samples = int(round(config.window_seconds * sample_rate))
+        self.hop_samples, self.window_samples = self.frames.hop_samples, self.frames.window_samples
         self.dim = config.n_mels
 
     def extract(self, samples: np.ndarray) -> np.ndarray:
@@ -137,9 +157,7 @@ class LogMelExtractor:
         return np.log(mel + 1e-6).T.astype(np.float32)
 
     def fingerprint(self) -> dict[str, Any]:
-        return {"extractor": "logmel", "n_mels": self.config.n_mels, "sample_rate": self.sample_rate,
-                "hop_seconds": self.hop_samples / self.sample_rate, "window_seconds": self.config.window_seconds,
-                "normalize": self.config.normalize, "dim": self.dim}
+        return self.frames.fingerprint("logmel", self.dim, n_mels=self.config.n_mels)
 
 
 def _pad_to_window(samples: np.ndarray, window: int) -> np.ndarray:
