@@ -52,7 +52,11 @@ def decode(path: str | Path) -> tuple[np.ndarray, int, int]:
     try:
         samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
     except Exception as error:  # libsndfile reports bad data through several exception types
-        raise AudioError("undecodable", f"cannot decode audio: {error}") from None
+        kind = path.suffix.lstrip(".").lower() or "audio"
+        raise AudioError("undecodable", (
+            f"cannot decode as {kind}: truncated, corrupt or not audio ({path.stat().st_size} bytes); "
+            f"libsndfile says: {error}"
+        )) from None
     if samples.size == 0:
         raise AudioError("empty", "no audio frames in the file")
     bad = ~np.isfinite(samples)

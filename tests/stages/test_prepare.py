@@ -131,3 +131,20 @@ def test_progress_reaches_the_metrics_sink(tmp_path, messy_input):
     run_stage(_config(messy_input, "prepare.shards=1"), LocalStore(str(tmp_path / "run")), "prepare", metrics=sink)
     assert sink.get("stage_items_done", stage="prepare", shard="0") == 12
     assert sink.get("stage_items_total", stage="prepare", shard="0") == 12
+
+
+def test_s3_prefix_input_into_an_s3_run(tmp_path, s3_bucket):
+    from unitvox.store import open_store
+
+    raw = open_store(f"s3://{s3_bucket}/raw")
+    for speaker in ("ann", "ben"):
+        path = write(tmp_path / f"{speaker}.flac", speech_like(2.5, seed=len(speaker)), 16000)
+        raw.upload_file(path, f"{speaker}/{speaker}-0001.flac")
+    raw.write_text("ben/notes.txt", "ignored: not audio")
+    run = open_store(f"s3://{s3_bucket}/runs/one")
+    run_stage(_config(f"s3://{s3_bucket}/raw"), run, "prepare")
+    kept = _rows(run, MANIFEST)
+    assert [(row["speaker"], row["source"]) for row in kept] == [
+        ("ann", f"s3://{s3_bucket}/raw/ann/ann-0001.flac"), ("ben", f"s3://{s3_bucket}/raw/ben/ben-0001.flac")]
+    assert all(run.exists(row["audio"]) for row in kept)
+    assert run_stage(_config(f"s3://{s3_bucket}/raw"), run, "prepare").status == "skipped"
