@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -233,6 +234,179 @@ def _semantic(section: Any) -> Any:
 def _hash_json(value: Any) -> str:
     text = json.dumps(value, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Vocoder: generator, discriminators and loss weights (not yet a section of `Config`)
+
+GENERATOR_SIZES = ("tiny", "v1", "custom")
+RESIDUAL_BLOCKS = ("hifigan", "grouped")
+
+
+@dataclass
+class LoraConfig:
+    """Low-rank adapters on the generator's convolutions; rank 0 leaves the model untouched.
+
+    `targets` are module-name patterns: a pattern matches a dotted module name when it equals one of
+    its segments (`resblocks` matches `resblocks.0.blocks.1.conv1s.0`) or matches it as a glob.
+    """
+
+    rank: int = 0
+    alpha: float = 16.0
+    targets: list[str] = field(default_factory=lambda: ["resblocks", "upsamples"])
+    lora_only: bool = True
+
+    def check(self, key: str) -> None:
+        _require(self.rank >= 0, f"{key}.rank", f"must not be negative (0 turns LoRA off), got {self.rank}")
+        _require(self.alpha > 0, f"{key}.alpha", f"must be positive, got {self.alpha}")
+        _require(self.rank == 0 or bool(self.targets), f"{key}.targets", "must name at least one layer pattern")
+
+
+@dataclass
+class GeneratorConfig:
+    """HiFi-GAN-style unit-to-waveform generator; the defaults are the `tiny` preset.
+
+    `size` records which preset the fields came from (`generator_preset` fills them); set it to
+    `custom` when changing the architecture by hand. Stage i has upsample_initial_channels / 2**(i+1)
+    channels.
+    """
+
+    size: str = "tiny"
+    hop_samples: int = 320
+    embedding_dim: int = 128
+    upsample_rates: list[int] = field(default_factory=lambda: [8, 5, 4, 2])
+    upsample_kernel_sizes: list[int] = field(default_factory=lambda: [16, 11, 8, 4])
+    upsample_initial_channels: int = 64
+    resblock: str = "hifigan"
+    resblock_kernel_sizes: list[int] = field(default_factory=lambda: [3, 7])
+    resblock_dilations: list[list[int]] = field(default_factory=lambda: [[1, 3], [1, 3]])
+    groups: int = 4
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    speaker_embedding_dim: int = 0
+
+    def stage_channels(self) -> list[int]:
+        return [self.upsample_initial_channels // 2 ** (stage + 1) for stage in range(len(self.upsample_rates))]
+
+    def check(self, key: str) -> None:
+        _require(self.size in GENERATOR_SIZES, f"{key}.size", f"unknown {self.size!r}; choose one of {GENERATOR_SIZES}")
+        _require(self.embedding_dim >= 1, f"{key}.embedding_dim", "must be positive")
+        _require(bool(self.upsample_rates) and all(r >= 1 for r in self.upsample_rates), f"{key}.upsample_rates",
+                 "must list positive rates")
+        _require(math.prod(self.upsample_rates) == self.hop_samples, f"{key}.upsample_rates",
+                 f"product {math.prod(self.upsample_rates)} must equal hop_samples {self.hop_samples}")
+        _require(len(self.upsample_kernel_sizes) == len(self.upsample_rates), f"{key}.upsample_kernel_sizes",
+                 "needs one kernel size per upsample rate")
+        for index, (kernel, rate) in enumerate(zip(self.upsample_kernel_sizes, self.upsample_rates)):
+            # Length T * rate exactly needs kernel >= rate; an odd excess needs output_padding < rate.
+            _require(kernel >= rate and (rate > 1 or (kernel - rate) % 2 == 0),
+                     f"{key}.upsample_kernel_sizes[{index}]", f"{kernel} does not fit upsample rate {rate}")
+        _require(self.stage_channels()[-1] >= 1, f"{key}.upsample_initial_channels",
+                 f"too few to halve {len(self.upsample_rates)} times")
+        _require(self.resblock in RESIDUAL_BLOCKS, f"{key}.resblock",
+                 f"unknown {self.resblock!r}; choose one of {RESIDUAL_BLOCKS}")
+        _require(bool(self.resblock_kernel_sizes), f"{key}.resblock_kernel_sizes", "must list at least one kernel")
+        for index, kernel in enumerate(self.resblock_kernel_sizes):
+            _require(kernel >= 1 and kernel % 2 == 1, f"{key}.resblock_kernel_sizes[{index}]",
+                     f"must be odd so the block keeps the length, got {kernel}")
+        _require(len(self.resblock_dilations) == len(self.resblock_kernel_sizes), f"{key}.resblock_dilations",
+                 "needs one dilation list per resblock kernel size")
+        for index, dilations in enumerate(self.resblock_dilations):
+            _require(bool(dilations) and all(d >= 1 for d in dilations), f"{key}.resblock_dilations[{index}]",
+                     "must list positive dilations")
+        _require(self.groups >= 1, f"{key}.groups", "must be positive")
+        if self.resblock == "grouped":
+            for channels in self.stage_channels():
+                _require(channels % self.groups == 0, f"{key}.groups",
+                         f"{self.groups} does not divide the {channels} channels of a stage")
+        _require(self.speaker_embedding_dim >= 0, f"{key}.speaker_embedding_dim", "must not be negative (0 = none)")
+        self.lora.check(f"{key}.lora")
+
+
+def generator_preset(name: str) -> GeneratorConfig:
+    """The named generator architecture: `tiny` (fast on CPU) or `v1` (HiFi-GAN V1 sizes at a 320 hop)."""
+    if name == "tiny":
+        return GeneratorConfig()
+    if name == "v1":
+        return GeneratorConfig(
+            size="v1", embedding_dim=256, upsample_rates=[10, 8, 2, 2], upsample_kernel_sizes=[20, 16, 4, 4],
+            upsample_initial_channels=512, resblock_kernel_sizes=[3, 7, 11],
+            resblock_dilations=[[1, 3, 5], [1, 3, 5], [1, 3, 5]], groups=8,
+        )
+    raise ConfigError(f"size: no preset named {name!r}; choose one of {GENERATOR_SIZES[:-1]}")
+
+
+@dataclass
+class DiscriminatorConfig:
+    """Multi-period (waveform folded by period) and multi-resolution (STFT magnitude) discriminators.
+
+    `channels` is the base width: period discriminators widen it 1, 4, 16, 32, 32 times (HiFi-GAN's
+    32..1024 at the default), resolution discriminators keep it.
+    """
+
+    mpd_enabled: bool = True
+    periods: list[int] = field(default_factory=lambda: [2, 3, 5, 7, 11])
+    mrd_enabled: bool = True
+    resolutions: list[list[int]] = field(
+        default_factory=lambda: [[1024, 120, 600], [2048, 240, 1200], [512, 50, 240]]
+    )
+    channels: int = 32
+
+    def check(self, key: str) -> None:
+        _require(self.mpd_enabled or self.mrd_enabled, f"{key}.mpd_enabled",
+                 "at least one of mpd_enabled and mrd_enabled must be true")
+        _require(self.channels >= 1, f"{key}.channels", "must be positive")
+        if self.mpd_enabled:
+            _require(bool(self.periods), f"{key}.periods", "must list at least one period")
+            for index, period in enumerate(self.periods):
+                _require(period >= 1, f"{key}.periods[{index}]", f"must be positive, got {period}")
+        if self.mrd_enabled:
+            _require(bool(self.resolutions), f"{key}.resolutions", "must list at least one [n_fft, hop, win]")
+            for index, resolution in enumerate(self.resolutions):
+                _require(len(resolution) == 3 and all(v >= 1 for v in resolution), f"{key}.resolutions[{index}]",
+                         f"must be three positive numbers [n_fft, hop, win], got {resolution}")
+                n_fft, _, win = resolution
+                _require(win <= n_fft, f"{key}.resolutions[{index}]", f"window {win} is longer than n_fft {n_fft}")
+
+
+@dataclass
+class MelSpectrogramConfig:
+    """The log-mel spectrogram the mel reconstruction loss compares."""
+
+    sample_rate: int = 16000
+    n_fft: int = 1024
+    hop: int = 256
+    win: int = 1024
+    n_mels: int = 80
+    fmin: float = 0.0
+    fmax: float = 8000.0
+
+    def check(self, key: str) -> None:
+        _require(self.n_fft >= 2, f"{key}.n_fft", "must be at least 2")
+        _require(self.hop >= 1, f"{key}.hop", "must be positive")
+        _require(1 <= self.win <= self.n_fft, f"{key}.win", f"must be in [1, n_fft={self.n_fft}]")
+        _require(self.n_mels >= 1, f"{key}.n_mels", "must be positive")
+        _require(0 <= self.fmin < self.fmax, f"{key}.fmin", "must be in [0, fmax)")
+        _require(self.fmax <= self.sample_rate / 2, f"{key}.fmax", f"must not exceed {self.sample_rate / 2} Hz")
+
+
+@dataclass
+class LossWeights:
+    """The generator's loss is sum(weight * term) over WEIGHT_KEYS (HiFi-GAN's 45, 1, 2 by default)."""
+
+    mel: float = 45.0
+    adversarial: float = 1.0
+    feature_matching: float = 2.0
+    mel_spectrogram: MelSpectrogramConfig = field(default_factory=MelSpectrogramConfig)
+
+    WEIGHT_KEYS = ("mel", "adversarial", "feature_matching")
+
+    def weights(self) -> dict[str, float]:
+        return {name: getattr(self, name) for name in self.WEIGHT_KEYS}
+
+    def check(self, key: str) -> None:
+        for name, weight in self.weights().items():
+            _require(weight >= 0, f"{key}.{name}", f"must not be negative, got {weight}")
+        self.mel_spectrogram.check(f"{key}.mel_spectrogram")
 
 
 # ---------------------------------------------------------------------------------------------
