@@ -25,14 +25,18 @@ if sys.path and os.path.realpath(sys.path[0] or ".") == os.path.dirname(os.path.
 
 import argparse  # noqa: E402 (after the sys.path fix above)
 import json  # noqa: E402
+import multiprocessing  # noqa: E402
 import re  # noqa: E402
+import resource  # noqa: E402
 import shlex  # noqa: E402
+import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import numpy as np  # noqa: E402
+# No numpy or torch up here: a child's ru_maxrss starts at its parent's RSS when it forks, so this
+# process stays small and does its heavy work (corpus, model, torch facts) in fresh processes.
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = "jobs/demo.yaml"
@@ -78,15 +82,26 @@ def find_corpus(requested: str, work: Path) -> tuple[Path, str]:
     if folder.is_dir() and _audio_files(folder):
         return folder, f"{requested} ({len(_audio_files(folder))} files)"
     generated = work / "generated-corpus"
+    kind = in_fresh_process(_generate_corpus, generated)
+    return generated, f"GENERATED {kind} in {generated} ({requested} is missing or has no audio)"
+
+
+def in_fresh_process(function, *arguments):
+    """`function(*arguments)` in a new interpreter, so its imports and memory never reach this process."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(function, arguments)
+
+
+def _generate_corpus(folder: Path) -> str:
+    """Speech from the demo's synthesiser when it is there and works, else tones; says which."""
     try:
         from unitvox.demo import synthesise_corpus
 
-        synthesise_corpus(generated)
-        kind = "espeak-ng speech from unitvox.demo.synthesise_corpus"
+        synthesise_corpus(folder)
+        return "espeak-ng speech from unitvox.demo.synthesise_corpus"
     except (ImportError, RuntimeError):
-        _write_tone_corpus(generated)
-        kind = "noise and tones"
-    return generated, f"GENERATED {kind} in {generated} ({requested} is missing or has no audio)"
+        _write_tone_corpus(folder)
+        return "noise and tones"
 
 
 def _audio_files(folder: Path) -> list[Path]:
@@ -95,6 +110,7 @@ def _audio_files(folder: Path) -> list[Path]:
 
 def _write_tone_corpus(folder: Path, speakers: int = 6, files_per_speaker: int = 10, sample_rate: int = 16000) -> None:
     """Gliding tones over a noise floor, 4 to 12 s a file, in `<speaker>/<speaker>-NNNN.wav` folders."""
+    import numpy as np
     import soundfile
 
     rng = np.random.default_rng(0)
@@ -122,7 +138,11 @@ def scaled_input(corpus: Path, scale: int, work: Path) -> Path:
 
 
 def random_wav2vec2(folder: Path) -> Path:
-    """A wav2vec2-base-sized encoder with seeded random weights and its feature extractor, saved to `folder`."""
+    """A wav2vec2-base-sized encoder with seeded random weights and its feature extractor, saved to `folder`.
+
+    Call it through `in_fresh_process`: torch and a 95M-parameter model would otherwise inflate this
+    process and, through it, every peak RSS measured after.
+    """
     import torch
     from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
     from transformers.utils import logging as transformers_logging
@@ -141,8 +161,6 @@ def random_wav2vec2(folder: Path) -> Path:
 
 def run_measured(command: list[str], log: Path) -> Measurement:
     """Run `command` from the repo root with output to `log`; wall time and peak RSS from `os.wait4`."""
-    import subprocess
-
     with open(log, "w") as output:
         started = time.perf_counter()
         child = subprocess.Popen(command, cwd=REPO, stdout=output, stderr=subprocess.STDOUT)
@@ -211,13 +229,19 @@ def bench_one(extractor: str, scale: int, input_folder: Path, model: Path | None
 
 
 def machine_lines() -> list[str]:
-    import torch
-
     model = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), "unknown")
+    parent_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return [
         f"machine: {os.cpu_count()} CPUs ({len(os.sched_getaffinity(0))} usable), {model}",
-        f"torch {torch.__version__}: {torch.get_num_threads()} threads, cuda available: {torch.cuda.is_available()}",
+        f"torch {in_fresh_process(_torch_facts)}",
+        f"peak RSS floor: {parent_mib:.0f} MiB (a child's ru_maxrss includes this process's RSS when it forked)",
     ]
+
+
+def _torch_facts() -> str:
+    import torch
+
+    return f"{torch.__version__}: {torch.get_num_threads()} threads, cuda available: {torch.cuda.is_available()}"
 
 
 def _cpuinfo() -> list[str]:
@@ -251,7 +275,9 @@ def main() -> int:
         work = Path(arguments.work).resolve() if arguments.work else Path(scratch)
         work.mkdir(parents=True, exist_ok=True)
         corpus, corpus_line = find_corpus(arguments.corpus, work)
-        model = random_wav2vec2(work / "wav2vec2-base-random") if "ssl" in arguments.extractors else None
+        model = None
+        if "ssl" in arguments.extractors:
+            model = in_fresh_process(random_wav2vec2, work / "wav2vec2-base-random")
         rows = []
         for scale in arguments.scales:
             input_folder = scaled_input(corpus, scale, work)

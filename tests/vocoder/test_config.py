@@ -85,7 +85,7 @@ def test_bad_resolution_names_its_index():
 def test_loss_weights_default_to_hifigan_and_refuse_negative_values():
     weights = LossWeights()
     weights.check("loss")
-    assert weights.weights() == {"mel": 45.0, "adversarial": 1.0, "feature_matching": 2.0}
+    assert weights.weights() == {"mel": 45.0, "adversarial": 1.0, "feature_matching": 2.0, "contrastive": 1.0}
     with pytest.raises(ConfigError, match=r"^loss\.feature_matching"):
         LossWeights(feature_matching=-1.0).check("loss")
     with pytest.raises(ConfigError, match=r"^loss\.mel_spectrogram\.fmax"):

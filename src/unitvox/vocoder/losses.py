@@ -77,6 +77,7 @@ def generator_loss(
     outputs: Mapping[str, DiscriminatorOutputs] | None,
     weights: LossWeights,
     mel: MelSpectrogram,
+    extra_terms: Mapping[str, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The generator's total loss, sum(weight * term) over `weights.WEIGHT_KEYS`, and its metrics.
 
@@ -87,6 +88,7 @@ def generator_loss(
             (the "no GAN" ablation).
         weights: the loss weights.
         mel: the spectrogram the mel loss compares.
+        extra_terms: further named terms weighted by `weights` (e.g. "contrastive" from the speaker loss).
 
     Returns:
         The total and metrics "loss/mel", "loss/adv_gen", "loss/feature_matching", "loss/gen_total",
@@ -103,9 +105,11 @@ def generator_loss(
             metrics[f"feature_matching/{name}"] = _value(matching[name])
         terms["adversarial"] = sum(adversarial.values())
         terms["feature_matching"] = sum(matching.values())
+    terms.update(extra_terms or {})
     lambdas = weights.weights()
     total = sum(lambdas[name] * term for name, term in terms.items())
-    metric_names = {"mel": "loss/mel", "adversarial": "loss/adv_gen", "feature_matching": "loss/feature_matching"}
+    metric_names = {"mel": "loss/mel", "adversarial": "loss/adv_gen", "feature_matching": "loss/feature_matching",
+                    "contrastive": "loss/contrastive"}
     metrics.update({metric_names[name]: _value(term) for name, term in terms.items()})
     metrics["loss/gen_total"] = _value(total)
     return total, metrics
