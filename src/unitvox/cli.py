@@ -14,11 +14,12 @@ from collections.abc import Callable
 
 from unitvox import __version__
 from unitvox.config import ConfigError, load
-from unitvox.stages import IncompleteError
+from unitvox.stages import STAGES, IncompleteError, Interrupted
 from unitvox.store import StoreError, open_store
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
+EXIT_INTERRUPTED = 143  # 128 + SIGTERM, what a preempted pod reports
 
 _STAGE_EXAMPLES = {
     "prepare": """examples:
@@ -29,6 +30,10 @@ _STAGE_EXAMPLES = {
   unitvox tokenize --config jobs/base.yaml --run ./runs/exp1
   unitvox tokenize --config jobs/base.yaml --run ./runs/exp1 --set tokenize.features.extractor=mfcc
   unitvox tokenize --config jobs/base.yaml --run ./runs/exp1 --phase assign --shard-index 1 --shard-count 4""",
+    "train": """examples:
+  unitvox train --config jobs/base.yaml --run ./runs/exp1
+  torchrun --nproc-per-node 2 -m unitvox train --config jobs/base.yaml --run ./runs/exp1   # DDP, same command
+  unitvox train --config jobs/demo.yaml --run ./runs/demo --set train.max_steps=50""",
     "bpe": """examples:
   unitvox bpe --config jobs/base.yaml --run ./runs/exp1
   unitvox bpe --config jobs/base.yaml --run ./runs/exp1 --set bpe.vocab_size=500""",
@@ -113,7 +118,7 @@ def _job_completion_index() -> int | None:
 def _validate(args: argparse.Namespace) -> int:
     config = load(args.config, args.overrides)
     print(f"{args.config}: valid")
-    for section in ("prepare", "tokenize", "bpe"):
+    for section in STAGES:
         print(f"  {section}: config hash {config.stage_hash(section)[:12]}")
     return 0
 
@@ -163,7 +168,7 @@ COMMANDS = {
                  "examples:\n  unitvox validate --config jobs/base.yaml --set tokenize.kmeans.k=50", _validate_arguments),
     **{
         stage: (_make_stage_command(stage), f"run the {stage} stage", _STAGE_EXAMPLES[stage], _stage_arguments)
-        for stage in ("prepare", "tokenize", "bpe")
+        for stage in STAGES
     },
     "pipeline": (_pipeline, "run every stage in order, skipping finished ones",
                  "examples:\n  unitvox pipeline --config jobs/demo.yaml --run ./runs/demo\n"
@@ -185,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     except StoreError as error:
         print(f"unitvox: store error: {error}", file=sys.stderr)
         return EXIT_FAILED
+    except Interrupted as error:
+        print(f"unitvox: interrupted: {error}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except IncompleteError as error:
         print(f"unitvox: not ready: {error}", file=sys.stderr)
         return EXIT_FAILED

@@ -22,7 +22,7 @@ from unitvox.config.data import (
 )
 from unitvox.config.vocoder import (
     GENERATOR_SIZES, RESIDUAL_BLOCKS, DiscriminatorConfig, GeneratorConfig, LoraConfig, LossWeights,
-    MelSpectrogramConfig, generator_preset,
+    EarlyStoppingConfig, MelSpectrogramConfig, SpeakerConfig, TrainConfig, expand_generator_preset, generator_preset,
 )
 
 
@@ -33,6 +33,7 @@ class Config:
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
     bpe: BpeConfig = field(default_factory=BpeConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
     def check(self) -> None:
@@ -186,7 +187,7 @@ def _parse_value(text: str) -> Any:
 
 def load(uri: str, overrides: list[str] | None = None) -> Config:
     """Load, override, type-check and validate a config; raises ConfigError naming the key."""
-    raw = apply_overrides(load_raw(uri), overrides or [])
+    raw = expand_generator_preset(apply_overrides(load_raw(uri), overrides or []))
     config = from_dict(Config, raw)
     config.check()
     return config

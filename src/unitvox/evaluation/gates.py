@@ -75,9 +75,7 @@ def gates_from_config(mapping: Mapping[str, Any]) -> list[Gate]:
         ValueError: a key names no known metric, statistic or comparison, a threshold is not a
             finite number, or a metric's min is above its max. The message names the key.
     """
-    gates = [
-        _parse_gate(key, threshold) for key, threshold in mapping.items() if threshold is not None
-    ]
+    gates = [_parse_gate(key, threshold) for key, threshold in mapping.items() if threshold is not None]
     _check_bounds_are_consistent(gates)
     return gates
 
@@ -200,10 +198,10 @@ def _split_metric(key: str, stem: str) -> tuple[str, str]:
 
 
 def _check_bounds_are_consistent(gates: list[Gate]) -> None:
-    bounds = {(gate.summary_key, gate.comparison): gate for gate in gates}
-    for (summary_key, comparison), lower in bounds.items():
-        upper = bounds.get((summary_key, "max"))
-        if comparison == "min" and upper is not None and lower.threshold > upper.threshold:
+    lower_bounds = {gate.summary_key: gate for gate in gates if gate.comparison == "min"}
+    for upper in (gate for gate in gates if gate.comparison == "max"):
+        lower = lower_bounds.get(upper.summary_key)
+        if lower is not None and lower.threshold > upper.threshold:
             raise ValueError(
                 f"gate {lower.key!r} = {lower.threshold:g} is above {upper.key!r} = {upper.threshold:g}: "
                 "no value could pass both"
@@ -285,11 +283,11 @@ def _worst_by_snr(rows: list[Mapping[str, Any]], count: int, id_key: str) -> lis
     if not any(_is_number(row.get("snr_db")) for row in rows):
         return ["No utterance reported snr_db."]
 
-    def badness(row: Mapping[str, Any]) -> float:
+    def snr_or_minus_infinity(row: Mapping[str, Any]) -> float:
         snr = row.get("snr_db")
         return -math.inf if not _is_number(snr) or math.isnan(snr) else float(snr)
 
-    worst = sorted(rows, key=badness)[:count]
+    worst = sorted(rows, key=snr_or_minus_infinity)[:count]
     columns = _numeric_keys(worst)
     return _table([id_key, *columns], [[row.get(id_key, "?"), *(row.get(key) for key in columns)] for row in worst])
 

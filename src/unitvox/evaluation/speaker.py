@@ -64,7 +64,9 @@ def build_speaker_embedder(name: str, **options: Any) -> SpeakerEmbedder:
     return SPEAKER_EMBEDDERS[name](**options)
 
 
-def speaker_similarity(embedder: SpeakerEmbedder, reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> float:
+def speaker_similarity(
+    embedder: SpeakerEmbedder, reference: np.ndarray, estimate: np.ndarray, sample_rate: int
+) -> float:
     """Cosine similarity of the speaker embeddings of two waves (T,), or NaN when either is silent.
 
     NaN rather than an exception, because a silent reconstruction is a result to report (and

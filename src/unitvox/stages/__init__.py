@@ -18,6 +18,10 @@ from unitvox.stages import record
 from unitvox.store import Store
 
 
+class Interrupted(RuntimeError):
+    """A stage stopped on SIGTERM after saving its progress; rerunning resumes it."""
+
+
 class IncompleteError(RuntimeError):
     """A merge or fit that cannot run yet because some shards have not finished; names them."""
 
@@ -73,6 +77,7 @@ STAGES: dict[str, str] = {
     "prepare": "unitvox.stages.prepare",
     "tokenize": "unitvox.stages.tokenize",
     "bpe": "unitvox.stages.bpe",
+    "train": "unitvox.stages.train",
 }
 
 

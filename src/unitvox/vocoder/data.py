@@ -79,15 +79,21 @@ class AudioReader:
 class UnitAudioDataset(torch.utils.data.Dataset):
     """Fixed-length windows of (units, audio); shorter items are padded and carry their valid length.
 
-    Returns per item: units (F,) long, audio (F * hop,) float, valid samples (), speaker index ().
+    Returns per item: units (F,) long, audio (F * hop,) float, valid samples (), speaker index (),
+    and with `reference_samples` set, reference (R,) float: another segment of the same speaker
+    (the item itself when the speaker has one segment), for speaker conditioning.
     With `crop` set (training) a window starts at a random unit frame; otherwise at the start.
     """
 
     def __init__(self, items: list[Item], reader: AudioReader, *, frames: int, hop: int, pad_unit: int,
-                 speakers: dict[str, int], crop: bool, seed: int = 0):
+                 speakers: dict[str, int], crop: bool, seed: int = 0, reference_samples: int = 0):
         self.items, self.reader = items, reader
         self.frames, self.hop, self.pad_unit = frames, hop, pad_unit
         self.speakers, self.crop, self.seed = speakers, crop, seed
+        self.reference_samples = reference_samples
+        self.by_speaker: dict[str, list[int]] = {}
+        for index, item in enumerate(items):
+            self.by_speaker.setdefault(item.speaker, []).append(index)
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -111,12 +117,26 @@ class UnitAudioDataset(torch.utils.data.Dataset):
         valid = len(wave)
         units = np.pad(units, (0, self.frames - len(units)), constant_values=self.pad_unit)
         wave = np.pad(wave, (0, self.frames * self.hop - len(wave)))
-        return {
+        example = {
             "units": torch.from_numpy(units),
             "audio": torch.from_numpy(wave.astype(np.float32)),
             "valid": torch.tensor(valid),
             "speaker": torch.tensor(self.speakers.get(item.speaker, 0)),
         }
+        if self.reference_samples:
+            example["reference"] = torch.from_numpy(self.reference(index))
+        return example
+
+    def reference(self, index: int, speaker: str | None = None) -> np.ndarray:
+        """A clip of `reference_samples` from another segment of the item's (or the named) speaker."""
+        rng = np.random.default_rng([self.seed, self.epoch, index, 1])
+        same = self.by_speaker.get(speaker or self.items[index].speaker, [index])
+        others = [i for i in same if i != index] or same
+        wave = self.reader.read(self.items[int(rng.choice(others))].audio_key)
+        length = self.reference_samples
+        start = int(rng.integers(0, len(wave) - length + 1)) if len(wave) > length else 0
+        clip = wave[start : start + length]
+        return np.pad(clip, (0, length - len(clip))).astype(np.float32)
 
 
 def speaker_index(items: list[Item]) -> dict[str, int]:

@@ -1,0 +1,113 @@
+"""train: the unit-to-waveform GAN vocoder, resumable, single process or DDP under torchrun.
+
+Run: unitvox train --config jobs/base.yaml --run ./runs/exp1
+     torchrun --nproc-per-node 2 -m unitvox train --config jobs/base.yaml --run ./runs/exp1
+Writes train/checkpoints/{latest,best,step_N}.pt, train/training_log.jsonl, train/samples/ and
+train/_SUCCESS.json once training ends (max_steps or early stopping).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from unitvox.config import Config, ConfigError
+from unitvox.stages import Context, IncompleteError, Phase
+from unitvox.stages.record import upstream, write_success
+from unitvox.stages.tokenize import CODEBOOK, UNITS
+from unitvox.store import Store
+from unitvox.vocoder import checkpoint as ckpt
+from unitvox.vocoder.data import AudioReader, UnitAudioDataset, load_items, speaker_index, split_items
+from unitvox.vocoder.loop import LOG, Distributed, StopFlag, Trainer
+from unitvox.vocoder.speaker import build_speaker_encoder
+from unitvox.vocoder.state import build_state
+
+PHASES = (Phase("fit"),)
+SPLIT = "train/split.json"
+LATEST = f"{ckpt.CHECKPOINTS}/latest.pt"
+BEST = f"{ckpt.CHECKPOINTS}/best.pt"
+
+
+def inputs(config: Config, store: Store) -> dict[str, Any]:
+    try:
+        return upstream(store, "tokenize", UNITS, "train")
+    except FileNotFoundError as missing:
+        raise IncompleteError(str(missing)) from None
+
+
+def device_for(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda", int(__import__("os").environ.get("LOCAL_RANK", "0"))) \
+            if torch.cuda.is_available() else torch.device("cpu")
+    return torch.device(name)
+
+
+def codebook_fingerprint(store: Store) -> dict[str, Any]:
+    return store.read_json(f"{CODEBOOK}/codebook.json")
+
+
+def check_hop(config: Config, codebook: dict[str, Any]) -> None:
+    """The generator must upsample one unit frame to exactly the samples of one feature hop."""
+    hop = int(round(codebook["hop_seconds"] * config.prepare.sample_rate))
+    if config.train.generator.hop_samples != hop:
+        raise ConfigError(
+            f"train.generator.hop_samples: {config.train.generator.hop_samples}, but the units come every {hop} "
+            f"samples ({codebook['hop_seconds']} s at {config.prepare.sample_rate} Hz); set it and upsample_rates to match"
+        )
+
+
+def build_trainer(context: Context, stop: StopFlag | None = None) -> Trainer:
+    """Everything the loop needs, resumed from the latest checkpoint when one exists."""
+    config, store, settings = context.config, context.store, context.config.train
+    codebook = codebook_fingerprint(store)
+    check_hop(config, codebook)
+    device = device_for(settings.device)
+    distributed = Distributed.from_environment(device)
+    items = load_items(store)
+    training, validation = split_items(items, settings.validation_fraction, settings.seed, settings.validation_items)
+    validation = validation[: settings.validation_items]
+    if not training:
+        raise IncompleteError(f"train: no training items in {store.url(UNITS)}")
+    distributed.when_main(lambda: store.write_json(SPLIT, {"train": [i.segment_id for i in training],
+                                                           "validation": [i.segment_id for i in validation]}))
+    hop = settings.generator.hop_samples
+    frames = max(1, int(settings.segment_seconds * config.prepare.sample_rate) // hop)
+    speakers = speaker_index(items)
+    reader = AudioReader(store)
+    reference = int(settings.speaker.reference_seconds * config.prepare.sample_rate) if settings.speaker.enabled else 0
+    common = dict(hop=hop, pad_unit=int(codebook["k"]), speakers=speakers, seed=settings.seed, reference_samples=reference)
+    train_set = UnitAudioDataset(training, reader, frames=frames, crop=True, **common)
+    longest = max(len(i.units) for i in validation) if validation else 1
+    validation_set = UnitAudioDataset(validation, reader, frames=longest, crop=False, **common)
+    encoder = build_speaker_encoder(settings.speaker) if settings.speaker.enabled else None
+    state = build_state(settings, int(codebook["k"]), device, encoder)
+    description = ckpt.describe_model(config, codebook)
+    if store.exists(LATEST) and not context.force:
+        payload = ckpt.load(store, LATEST)
+        ckpt.check_matches(payload["model"], description, store.url(LATEST))
+        state.load_state_dict(payload)
+    if distributed.world > 1:
+        wrap = torch.nn.parallel.DistributedDataParallel
+        ids = [device.index] if device.type == "cuda" else None
+        state.generator = wrap(state.generator, device_ids=ids)
+        state.discriminators = wrap(state.discriminators, device_ids=ids)
+        if encoder is not None and not settings.speaker.freeze_encoder:
+            state.speaker_encoder = wrap(encoder, device_ids=ids)
+    return Trainer(config, store, state, train_set, validation_set, description, device, context.metrics,
+                   distributed, stop or StopFlag())
+
+
+def fit(context: Context, stop: StopFlag | None = None) -> dict[str, Any]:
+    stop = stop or StopFlag()
+    stop.install()
+    trainer = build_trainer(context, stop)
+    summary = trainer.run()
+    if trainer.distributed.is_main:
+        outputs = [LATEST, LOG] + ([BEST] if context.store.exists(BEST) else [])
+        write_success(
+            context.store, "train", config_hash=context.config.stage_hash("train"),
+            inputs=inputs(context.config, context.store), outputs=outputs, started=context.started,
+            extra={"stage": "train", "config": context.config.to_dict()["train"], "summary": summary},
+        )
+    return summary

@@ -1,0 +1,292 @@
+"""The vocoder's training loop: GAN steps, validation, early stopping, checkpoints, samples, SIGTERM.
+
+Single process or DDP under torchrun (gloo on CPU, nccl on GPU): every rank runs the same loop on
+its share of each batch list; rank 0 alone writes to the store.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import soundfile
+import torch
+
+from unitvox.config import Config
+from unitvox.metrics import MetricsSink
+from unitvox.stages import Interrupted
+from unitvox.store import Store
+from unitvox.vocoder import checkpoint as ckpt
+from unitvox.vocoder.data import UnitAudioDataset
+from unitvox.vocoder.losses import MelSpectrogram, discriminator_loss, generator_loss, mel_loss
+from unitvox.vocoder.speaker import contrastive_speaker_loss
+from unitvox.vocoder.state import TrainState
+
+LOG = "train/training_log.jsonl"
+SAMPLES = "train/samples"
+
+
+@dataclass
+class StopFlag:
+    """Set by SIGTERM (or a test); the loop checks it between steps."""
+
+    requested: bool = False
+    after_step: int | None = None
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "requested", True))
+
+    def should_stop(self, step: int) -> bool:
+        return self.requested or (self.after_step is not None and step >= self.after_step)
+
+
+@dataclass
+class Distributed:
+    """Rank and world size under torchrun; `when_main` runs rank-0-only side effects."""
+
+    rank: int = 0
+    world: int = 1
+
+    @classmethod
+    def from_environment(cls, device: torch.device) -> Distributed:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world == 1:
+            return cls()
+        if not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        return cls(torch.distributed.get_rank(), world)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def when_main(self, action: Callable[[], Any]) -> None:
+        if self.is_main:
+            action()
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+    def agree(self, flag: bool) -> bool:
+        """True on every rank when any rank says so (a SIGTERM may reach one pod first)."""
+        if self.world == 1:
+            return flag
+        value = torch.tensor([float(flag)])
+        torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+        return bool(value.item())
+
+
+@dataclass
+class Trainer:
+    """One training run's moving parts; `run` is the loop."""
+
+    config: Config
+    store: Store
+    state: TrainState
+    train_set: UnitAudioDataset
+    validation_set: UnitAudioDataset
+    model_description: dict[str, Any]
+    device: torch.device
+    metrics: MetricsSink
+    distributed: Distributed = field(default_factory=Distributed)
+    stop: StopFlag = field(default_factory=StopFlag)
+
+    def __post_init__(self) -> None:
+        self.settings = self.config.train
+        self.mel = MelSpectrogram(self.settings.lambdas.mel_spectrogram).to(self.device)
+        self.autocast = self._autocast()
+
+    def _autocast(self):
+        precision = self.settings.precision
+        if precision == "auto":
+            precision = "bf16" if self.device.type == "cuda" else "fp32"
+        if precision == "bf16":
+            return lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return nullcontext
+
+    # The loop ---------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        """Train until max_steps or early stopping; raises Interrupted after a SIGTERM checkpoint."""
+        started, stopped_early = time.time(), False
+        while self.state.step < self.settings.max_steps and not stopped_early:
+            for batch in self._batches():
+                if self.distributed.agree(self.stop.should_stop(self.state.step)):
+                    self._checkpoint()
+                    raise Interrupted(f"stopped at step {self.state.step}; rerun to resume from it")
+                row = self.train_step(batch)
+                self.state.step += 1
+                self.state.batch_in_epoch += 1
+                stopped_early = self._after_step(row, started)
+                if stopped_early or self.state.step >= self.settings.max_steps:
+                    break
+            else:
+                self.state.epoch += 1
+                self.state.batch_in_epoch = 0
+        self._checkpoint()
+        return {"steps": self.state.step, "best_validation_mel": self.state.best_validation,
+                "stopped_early": stopped_early, "seconds": round(time.time() - started, 1)}
+
+    def _batches(self) -> Iterator[dict[str, torch.Tensor]]:
+        """This rank's batches of the current epoch, from where a resumed run left off."""
+        order = np.random.default_rng([self.settings.seed, self.state.epoch]).permutation(len(self.train_set))
+        size = self.settings.batch_size
+        batches = [order[i : i + size].tolist() for i in range(0, len(order) - size + 1, size)] or [order.tolist()]
+        mine = batches[self.distributed.rank :: self.distributed.world]
+        self.train_set.set_epoch(self.state.epoch)
+        loader = torch.utils.data.DataLoader(self.train_set, batch_sampler=mine[self.state.batch_in_epoch :],
+                                             num_workers=self.settings.num_workers)
+        for batch in loader:
+            yield {name: value.to(self.device) for name, value in batch.items()}
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One discriminator update (after the warm-up) and one generator update."""
+        state, settings = self.state, self.settings
+        real = batch["audio"].unsqueeze(1)
+        mask = _valid_mask(batch["valid"], real.shape[-1]).unsqueeze(1)
+        adversarial = state.step >= settings.generator_warmup_steps and settings.lambdas.adversarial > 0
+        with self.autocast():
+            conditioning = self._embed(batch.get("reference"))
+            fake = state.generator(batch["units"], conditioning) * mask
+        row: dict[str, float] = {}
+        if adversarial:
+            with self.autocast():
+                loss_d, metrics_d = discriminator_loss(state.discriminators(real, fake.detach()))
+            state.optimizer_discriminator.zero_grad(set_to_none=True)
+            loss_d.backward()
+            row["grad_norm/discriminator"] = _clip(state.discriminators, settings.grad_clip)
+            state.optimizer_discriminator.step()
+            state.scheduler_discriminator.step()
+            row.update(metrics_d)
+        with self.autocast():
+            outputs = state.discriminators(real, fake) if adversarial else None
+            extra = self._speaker_terms(fake, conditioning, batch["speaker"])
+            loss_g, metrics_g = generator_loss(real.float(), fake.float(), outputs, settings.lambdas, self.mel, extra)
+        state.optimizer_generator.zero_grad(set_to_none=True)
+        loss_g.backward()
+        row["grad_norm/generator"] = _clip(state.generator, settings.grad_clip)
+        state.optimizer_generator.step()
+        state.scheduler_generator.step()
+        row.update(metrics_g)
+        row["lr/generator"] = state.scheduler_generator.get_last_lr()[0]
+        return row
+
+    def _embed(self, reference: torch.Tensor | None) -> torch.Tensor | None:
+        """Speaker embeddings of the reference clips (B, D), or None without speaker conditioning."""
+        if self.state.speaker_encoder is None or reference is None:
+            return None
+        return self.state.speaker_encoder(reference)
+
+    def _speaker_terms(self, fake: torch.Tensor, conditioning: torch.Tensor | None,
+                       speakers: torch.Tensor) -> dict[str, torch.Tensor]:
+        speaker = self.settings.speaker
+        if conditioning is None or self.settings.lambdas.contrastive == 0:
+            return {}
+        generated = self.state.speaker_encoder(fake.squeeze(1))
+        rng = torch.Generator(device=fake.device).manual_seed(self.settings.seed * 1_000_003 + self.state.step)
+        loss = contrastive_speaker_loss(generated, conditioning, speakers, speaker.negatives,
+                                        speaker.hard_negatives, speaker.temperature, rng)
+        return {"contrastive": loss}
+
+    def generate(self, units: torch.Tensor, reference: torch.Tensor | None) -> torch.Tensor:
+        """Inference: units (1, F) and an optional reference clip (1, R) -> audio (1, 1, F * hop)."""
+        return self.state.generator(units, self._embed(reference))
+
+    def _after_step(self, row: dict[str, float], started: float) -> bool:
+        """Log, validate, checkpoint and write samples as the step count says; True to stop early."""
+        state, settings = self.state, self.settings
+        step = state.step
+        if step % settings.log_every == 0 or step == 1:
+            entry = {"step": step, "epoch": state.epoch, "time": round(time.time() - started, 2), **row}
+            state.log.append(entry)
+            for name, value in row.items():
+                self.metrics.gauge("train_" + name.replace("/", "_"), value)
+        stop = False
+        if step % settings.validate_every == 0:
+            stop = self._validate()
+        if step % settings.sample_every == 0:
+            self.distributed.when_main(self._write_samples)
+        if step % settings.checkpoint_every == 0 or stop:
+            self._checkpoint()
+        if step % settings.keep_every == 0:
+            self.distributed.when_main(lambda: self._save(f"{ckpt.CHECKPOINTS}/step_{step:08d}.pt"))
+        return stop
+
+    # Validation, checkpoints, samples ---------------------------------------------------------
+
+    @torch.no_grad()
+    def validation_mel_error(self) -> float:
+        """Mean mel L1 over the validation items, each whole and unpadded."""
+        generator = self.state.generator
+        generator.eval()
+        errors = []
+        for index in range(len(self.validation_set)):
+            item = self.validation_set[index]
+            valid_frames = int(item["valid"]) // self.validation_set.hop
+            if valid_frames == 0:
+                continue
+            units = item["units"][:valid_frames].unsqueeze(0).to(self.device)
+            real = item["audio"][: valid_frames * self.validation_set.hop].view(1, 1, -1).to(self.device)
+            errors.append(float(mel_loss(self.mel, real, self.generate(units, _reference(item, self.device)).float())))
+        generator.train()
+        return float(np.mean(errors)) if errors else math.nan
+
+    def _validate(self) -> bool:
+        state, stopping = self.state, self.settings.early_stopping
+        error = self.validation_mel_error()
+        improved = error < state.best_validation - stopping.min_delta
+        state.log.append({"step": state.step, "validation/mel": error, "validation/improved": improved})
+        self.metrics.gauge("train_validation_mel", error)
+        if improved:
+            state.best_validation = error
+            state.validations_without_improvement = 0
+            self.distributed.when_main(lambda: self._save(f"{ckpt.CHECKPOINTS}/best.pt"))
+        else:
+            state.validations_without_improvement += 1
+        return state.validations_without_improvement >= stopping.patience
+
+    def _checkpoint(self) -> None:
+        self.distributed.when_main(lambda: self._save(f"{ckpt.CHECKPOINTS}/latest.pt"))
+        self.distributed.barrier()
+
+    def _save(self, key: str) -> None:
+        ckpt.save(self.store, key, {"model": self.model_description, **self.state.state_dict()})
+        self.store.write_jsonl(LOG, self.state.log)
+        self.metrics.gauge("train_last_checkpoint_timestamp_seconds", time.time())
+
+    @torch.no_grad()
+    def _write_samples(self) -> None:
+        generator, hop = self.state.generator, self.validation_set.hop
+        generator.eval()
+        for index in range(min(2, len(self.validation_set))):
+            item = self.validation_set[index]
+            frames = int(item["valid"]) // hop
+            units = item["units"][:frames].unsqueeze(0).to(self.device)
+            wave = self.generate(units, _reference(item, self.device)).float().cpu().numpy().reshape(-1)
+            buffer = io.BytesIO()
+            soundfile.write(buffer, wave, self.config.prepare.sample_rate, format="WAV", subtype="PCM_16")
+            name = self.validation_set.items[index].segment_id
+            self.store.write_bytes(f"{SAMPLES}/step_{self.state.step:08d}/{name}.wav", buffer.getvalue())
+        generator.train()
+
+
+def _reference(item: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor | None:
+    return item["reference"].unsqueeze(0).to(device) if "reference" in item else None
+
+
+def _valid_mask(valid: torch.Tensor, length: int) -> torch.Tensor:
+    """(B, T) 1.0 over each item's valid samples, 0.0 over its padding."""
+    return (torch.arange(length, device=valid.device)[None] < valid[:, None]).float()
+
+
+def _clip(module: torch.nn.Module, limit: float) -> float:
+    return float(torch.nn.utils.clip_grad_norm_(module.parameters(), limit))
