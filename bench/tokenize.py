@@ -65,7 +65,8 @@ def parse_arguments() -> argparse.Namespace:
                         help="feature extractors to time (default: mfcc ssl)")
     parser.add_argument("--work", help="folder for inputs, runs and logs, kept afterwards (default: a temporary one)")
     parser.add_argument("--corpus", default=DEFAULT_CORPUS,
-                        help=f"audio folder, <speaker>/... layout, relative to the repo root (default: {DEFAULT_CORPUS})")
+                        help=f"audio folder laid out <speaker>/..., relative to the repo root "
+                             f"(default: {DEFAULT_CORPUS})")
     arguments = parser.parse_args()
     if any(scale < 1 for scale in arguments.scales):
         parser.error("--scales: every scale must be at least 1")
@@ -207,20 +208,19 @@ def bench_one(extractor: str, scale: int, input_folder: Path, model: Path | None
     """Prepare, then time tokenize, for one configuration; a row of the results table."""
     run = work / "runs" / f"{extractor}-x{scale}"
     overrides = overrides_for(extractor, input_folder, model)
-    results = {}
+    results, logs = {}, {}
     for stage in ("prepare", "tokenize"):
         command = unitvox_command(stage, run, overrides)
-        log = work / f"{extractor}-x{scale}-{stage}.log"
+        logs[stage] = work / f"{extractor}-x{scale}-{stage}.log"
         print(f"  {stage}: {shlex.join(command)}", flush=True)
-        results[stage] = _checked(run_measured(command, log), command, log)
-    in_stage_seconds = stage_seconds(log)
+        results[stage] = _checked(run_measured(command, logs[stage]), command, logs[stage])
     audio_seconds = manifest_seconds(run)
     prepare, tokenize = results["prepare"], results["tokenize"]
     return {
         "extractor": extractor, "scale": scale, "audio_seconds": audio_seconds,
         "wall_seconds": tokenize.wall_seconds, "rate": audio_seconds / tokenize.wall_seconds,
-        "in_stage_seconds": in_stage_seconds, "peak_rss_mib": tokenize.peak_rss_mib, "prepare_rate": audio_seconds / prepare.wall_seconds,
-        "prepare_peak_rss_mib": prepare.peak_rss_mib,
+        "peak_rss_mib": tokenize.peak_rss_mib, "in_stage_seconds": stage_seconds(logs["tokenize"]),
+        "prepare_rate": audio_seconds / prepare.wall_seconds, "prepare_peak_rss_mib": prepare.peak_rss_mib,
     }
 
 
@@ -228,14 +228,20 @@ def bench_one(extractor: str, scale: int, input_folder: Path, model: Path | None
 # Report
 
 
-def machine_lines() -> list[str]:
+def machine_lines(load_at_start: tuple[float, ...]) -> list[str]:
     model = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), "unknown")
     parent_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return [
         f"machine: {os.cpu_count()} CPUs ({len(os.sched_getaffinity(0))} usable), {model}",
         f"torch {in_fresh_process(_torch_facts)}",
+        f"load average (1, 5, 15 min) at start {_load(load_at_start)}, at end {_load(os.getloadavg())}: "
+        "other work on the machine slows every figure",
         f"peak RSS floor: {parent_mib:.0f} MiB (a child's ru_maxrss includes this process's RSS when it forked)",
     ]
+
+
+def _load(averages: tuple[float, ...]) -> str:
+    return "/".join(f"{value:.1f}" for value in averages)
 
 
 def _torch_facts() -> str:
@@ -256,8 +262,8 @@ def table_lines(rows: list[dict]) -> list[str]:
     for row in rows:
         lines.append(
             f"{row['extractor']:<9} {str(row['scale']) + 'x':>5} {row['audio_seconds']:>8.1f} "
-            f"{row['wall_seconds']:>8.1f} {row['rate']:>14.2f} {row['peak_rss_mib']:>12.0f} {row['in_stage_seconds']:>10.1f}   "
-            f"{row['prepare_rate']:>22.2f} {row['prepare_peak_rss_mib']:>15.0f}"
+            f"{row['wall_seconds']:>8.1f} {row['rate']:>14.2f} {row['peak_rss_mib']:>12.0f} "
+            f"{row['in_stage_seconds']:>10.1f}   {row['prepare_rate']:>22.2f} {row['prepare_peak_rss_mib']:>15.0f}"
         )
     return lines
 
@@ -271,8 +277,10 @@ def reproduce_command(arguments: argparse.Namespace, work: Path | None) -> str:
 
 def main() -> int:
     arguments = parse_arguments()
+    load_at_start = os.getloadavg()
+    kept = Path(arguments.work).resolve() if arguments.work else None
     with tempfile.TemporaryDirectory(prefix="unitvox-bench-") as scratch:
-        work = Path(arguments.work).resolve() if arguments.work else Path(scratch)
+        work = kept or Path(scratch)
         work.mkdir(parents=True, exist_ok=True)
         corpus, corpus_line = find_corpus(arguments.corpus, work)
         model = None
@@ -286,13 +294,14 @@ def main() -> int:
                 rows.append(bench_one(extractor, scale, input_folder, model, work))
         print()
         print(f"corpus: {corpus_line}")
-        print(f"config: {CONFIG}, one shard per stage; ssl: random wav2vec2-base (12 layers, hidden 768), layer {SSL_LAYER}")
-        print("\n".join(machine_lines()))
+        print(f"config: {CONFIG}, one shard per stage; ssl: random wav2vec2-base (12 layers, hidden 768), "
+              f"layer {SSL_LAYER}")
+        print("\n".join(machine_lines(load_at_start)))
         print("wall s: the whole `unitvox tokenize` process (start-up, sample, fit, assign, merge); "
               "in-stage s: the same less interpreter start-up, as the CLI reports it")
         print("\n".join(table_lines(rows)))
-        print(f"reproduce: {reproduce_command(arguments, Path(arguments.work).resolve() if arguments.work else None)}")
-        if not arguments.work:
+        print(f"reproduce: {reproduce_command(arguments, kept)}")
+        if kept is None:
             print(f"(work folder {work} removed; pass --work DIR to keep runs and logs)")
     return 0
 

@@ -33,6 +33,22 @@ def speech_corpus(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tokenized_run(prepared_run, tmp_path_factory) -> Path:
+    """A run folder where prepare and tokenize (MFCC, k=20) have finished; copy before changing it."""
+    import shutil
+
+    from unitvox.config import load
+    from unitvox.stages import run_stage
+    from unitvox.store import LocalStore
+
+    root = tmp_path_factory.mktemp("tokenized") / "run"
+    shutil.copytree(prepared_run, root)
+    config = load("jobs/demo.yaml", ["tokenize.kmeans.k=20", "tokenize.kmeans.sample_frames=4000"])
+    run_stage(config, LocalStore(str(root)), "tokenize")
+    return root
+
+
+@pytest.fixture(scope="session")
 def prepared_run(speech_corpus, tmp_path_factory) -> Path:
     """A run folder where prepare has finished on the speech corpus (demo config); copy before changing it."""
     from unitvox.config import load

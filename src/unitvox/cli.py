@@ -32,7 +32,7 @@ _STAGE_EXAMPLES = {
   unitvox tokenize --config jobs/base.yaml --run ./runs/exp1 --phase assign --shard-index 1 --shard-count 4""",
     "train": """examples:
   unitvox train --config jobs/base.yaml --run ./runs/exp1
-  torchrun --nproc-per-node 2 -m unitvox train --config jobs/base.yaml --run ./runs/exp1   # DDP, same command
+  torchrun --nproc-per-node 2 -m unitvox train --config jobs/base.yaml --run-root ./runs/exp1   # DDP
   unitvox train --config jobs/demo.yaml --run ./runs/demo --set train.max_steps=50""",
     "bpe": """examples:
   unitvox bpe --config jobs/base.yaml --run ./runs/exp1
@@ -48,7 +48,9 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     _add_config_arguments(parser)
-    parser.add_argument("--run", required=True, help="run root: ./runs/NAME, file:///abs/path or s3://bucket/prefix")
+    # --run-root is the same flag for torchrun, whose own parser takes --run for its --run-path.
+    parser.add_argument("--run", "--run-root", dest="run", required=True,
+                        help="run root: ./runs/NAME, file:///abs/path or s3://bucket/prefix")
     parser.add_argument("--force", action="store_true", help="rerun even when _SUCCESS.json matches")
 
 
@@ -179,7 +181,22 @@ COMMANDS = {
 }
 
 
+def _limit_heap_fragmentation() -> None:
+    """Serve large allocations with mmap so memory returns to the system between segments.
+
+    Without this, glibc's heap fragments under tensors of ever-different lengths (one per segment)
+    and peak memory grows with the number of distinct segment lengths, that is with corpus size.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to tune
+
+
 def main(argv: list[str] | None = None) -> int:
+    _limit_heap_fragmentation()
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -120,7 +120,7 @@ class KMeansConfig:
 
     k: int = 100
     sample_frames: int = 100_000
-    sample_max_seconds: float = 36_000.0
+    sample_max_seconds: float = 3600.0
     batch_size: int = 4096
     max_iter: int = 100
     n_init: int = 3

@@ -1,7 +1,8 @@
 """train: the unit-to-waveform GAN vocoder, resumable, single process or DDP under torchrun.
 
 Run: unitvox train --config jobs/base.yaml --run ./runs/exp1
-     torchrun --nproc-per-node 2 -m unitvox train --config jobs/base.yaml --run ./runs/exp1
+     torchrun --nproc-per-node 2 -m unitvox train --config jobs/base.yaml --run-root ./runs/exp1
+(torchrun reads `--run` as its own `--run-path`, so under torchrun the run root is spelt `--run-root`.)
 Writes train/checkpoints/{latest,best,step_N}.pt, train/training_log.jsonl, train/samples/ and
 train/_SUCCESS.json once training ends (max_steps or early stopping).
 """

@@ -141,7 +141,11 @@ class Trainer:
         order = np.random.default_rng([self.settings.seed, self.state.epoch]).permutation(len(self.train_set))
         size = self.settings.batch_size
         batches = [order[i : i + size].tolist() for i in range(0, len(order) - size + 1, size)] or [order.tolist()]
-        mine = batches[self.distributed.rank :: self.distributed.world]
+        world = self.distributed.world
+        if world > 1:  # every rank must take the same number of steps, or their collectives mismatch
+            batches = batches[: max(world, len(batches) - len(batches) % world)]
+            batches += batches[: world - len(batches) % world] if len(batches) % world else []
+        mine = batches[self.distributed.rank :: world]
         self.train_set.set_epoch(self.state.epoch)
         loader = torch.utils.data.DataLoader(self.train_set, batch_sampler=mine[self.state.batch_in_epoch :],
                                              num_workers=self.settings.num_workers)

@@ -1,0 +1,114 @@
+"""train: a smoke run of the shipped tiny config, SIGTERM and resume, DDP on CPU, mismatched checkpoints."""
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from unitvox.config import load
+from unitvox.stages import Context, run_stage
+from unitvox.stages.train import LATEST, fit
+from unitvox.store import LocalStore
+from unitvox.vocoder import checkpoint as ckpt
+
+# The shipped demo config shrunk to a few steps; k matches the tokenized_run fixture.
+SHRINK = ["tokenize.kmeans.k=20", "tokenize.kmeans.sample_frames=4000", "train.segment_seconds=0.25",
+          "train.batch_size=4", "train.log_every=1", "train.validate_every=1000", "train.sample_every=1000", "train.validation_items=2"]
+
+
+def _run(tokenized_run, tmp_path, name="run"):
+    shutil.copytree(tokenized_run, tmp_path / name)
+    return LocalStore(str(tmp_path / name))
+
+
+def _config(*overrides):
+    return load("jobs/demo.yaml", [*SHRINK, *overrides])
+
+
+def _generator_weights(store):
+    return ckpt.load(store, LATEST)["generator"]
+
+
+def test_two_step_smoke_run_of_the_shipped_tiny_config(tokenized_run, tmp_path):
+    store = _run(tokenized_run, tmp_path)
+    result = run_stage(_config("train.max_steps=2", "train.generator_warmup_steps=1"), store, "train")
+    assert result.status == "ran" and result.summary["steps"] == 2
+    payload = ckpt.load(store, LATEST)
+    assert payload["counters"]["step"] == 2
+    assert payload["model"]["num_units"] == 20
+    assert payload["model"]["generator"]["size"] == "tiny"
+    assert len(payload["model"]["codebook"]["hash"]) == 64
+    log = list(store.read_jsonl("train/training_log.jsonl"))
+    assert log[0]["step"] == 1 and "loss/mel" in log[0] and "loss/disc" not in log[0]  # warm-up: generator only
+    assert "loss/disc" in log[-1] and "loss/adv_gen" in log[-1]
+    assert all(torch.isfinite(torch.tensor(row["loss/gen_total"])) for row in log if "loss/gen_total" in row)
+    assert run_stage(_config("train.max_steps=2", "train.generator_warmup_steps=1"), store, "train").status == "skipped"
+
+
+def test_sigterm_then_resume_matches_an_uninterrupted_run(tokenized_run, tmp_path):
+    overrides = ["train.max_steps=6", "train.generator_warmup_steps=2", "train.checkpoint_every=1"]
+    reference = _run(tokenized_run, tmp_path, "reference")
+    run_stage(_config(*overrides), reference, "train")
+
+    store = _run(tokenized_run, tmp_path, "interrupted")
+    argv = [sys.executable, "-m", "unitvox", "train", "--config", "jobs/demo.yaml", "--run", store.uri]
+    for override in [*SHRINK, *overrides]:
+        argv += ["--set", override]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={"OMP_NUM_THREADS": str(torch.get_num_threads()), **__import__("os").environ})
+    latest = store.local_root / LATEST
+    deadline = time.time() + 300
+    while not latest.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 143, stderr
+    stopped_at = ckpt.load(store, LATEST)["counters"]["step"]
+    assert 1 <= stopped_at < 6, "SIGTERM must land mid-training for this test to mean anything"
+    assert "interrupted" in stderr
+
+    run_stage(_config(*overrides), store, "train")
+    resumed, uninterrupted = _generator_weights(store), _generator_weights(reference)
+    assert ckpt.load(store, LATEST)["counters"]["step"] == 6
+    for name, tensor in uninterrupted.items():
+        torch.testing.assert_close(resumed[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_two_process_ddp_on_cpu(tokenized_run, tmp_path):
+    store = _run(tokenized_run, tmp_path)
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+            "-m", "unitvox", "train", "--config", "jobs/demo.yaml", "--run-root", store.uri]
+    for override in [*SHRINK, "train.max_steps=2", "train.generator_warmup_steps=1"]:
+        argv += ["--set", override]
+    completed = subprocess.run(argv, capture_output=True, text=True, timeout=600,
+                               env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stdout.count("train: ran") == 2, "both ranks must finish"
+    assert store.read_json("train/_SUCCESS.json")["summary"]["steps"] == 2
+    assert ckpt.load(store, LATEST)["counters"]["step"] == 2
+
+
+def test_checkpoint_from_another_model_is_refused(tokenized_run, tmp_path):
+    store = _run(tokenized_run, tmp_path)
+    run_stage(_config("train.max_steps=1"), store, "train")
+    with pytest.raises(ckpt.CheckpointMismatch) as refused:
+        fit(Context(_config("train.max_steps=2", "train.generator.resblock=grouped",
+                            "train.generator.size=custom"), store))
+    message = str(refused.value)
+    assert "generator.resblock: checkpoint 'hifigan', expected 'grouped'" in message
+    assert "generator.size: checkpoint 'tiny', expected 'custom'" in message
+
+
+def test_checkpoint_from_another_codebook_is_refused(tokenized_run, tmp_path):
+    store = _run(tokenized_run, tmp_path)
+    run_stage(_config("train.max_steps=1"), store, "train")
+    payload = ckpt.load(store, LATEST)
+    expected = dict(payload["model"], codebook=dict(payload["model"]["codebook"], hash="0" * 64), num_units=50)
+    with pytest.raises(ckpt.CheckpointMismatch, match=r"codebook\.hash: checkpoint '[0-9a-f]{64}', expected '0{64}'"):
+        ckpt.load_generator_weights(store, LATEST, expected)
+    with pytest.raises(ckpt.CheckpointMismatch, match="num_units: checkpoint 20, expected 50"):
+        ckpt.load_generator_weights(store, LATEST, expected)
