@@ -34,6 +34,12 @@ _STAGE_EXAMPLES = {
   unitvox train --config jobs/base.yaml --run ./runs/exp1
   torchrun --nproc-per-node 2 -m unitvox train --config jobs/base.yaml --run-root ./runs/exp1   # DDP
   unitvox train --config jobs/demo.yaml --run ./runs/demo --set train.max_steps=50""",
+    "evaluate": """examples:
+  unitvox evaluate --config jobs/base.yaml --run ./runs/exp1          # exit 1 when a gate fails
+  unitvox evaluate --config jobs/base.yaml --run ./runs/exp1 --set evaluate.checkpoint=latest --set evaluate.gates.snr_db_min=0""",
+    "samples": """examples:
+  unitvox samples --config jobs/base.yaml --run ./runs/exp1
+  unitvox samples --config jobs/base.yaml --run ./runs/exp1 --set samples.count=10""",
     "bpe": """examples:
   unitvox bpe --config jobs/base.yaml --run ./runs/exp1
   unitvox bpe --config jobs/base.yaml --run ./runs/exp1 --set bpe.vocab_size=500""",
@@ -87,7 +93,7 @@ def _stage_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _make_stage_command(stage: str) -> Callable[[argparse.Namespace], int]:
     def command(args: argparse.Namespace) -> int:
-        from unitvox.stages import Shard, run_stage, shard_count
+        from unitvox.stages import Shard, run_stage, shard_count, stage_module
 
         config = load(args.config, args.overrides)
         index = args.shard_index
@@ -103,7 +109,9 @@ def _make_stage_command(stage: str) -> Callable[[argparse.Namespace], int]:
         print(f"{stage}{where}: {result.status} ({result.reason}) in {result.seconds:.1f} s")
         for name, value in result.summary.items():
             print(f"  {name}: {value}")
-        return 0
+        final_phase = args.phase in (None, stage_module(stage).PHASES[-1].name)
+        gate = getattr(stage_module(stage), "exit_code", None)
+        return gate(config, store) if gate and final_phase and result.status != "partial" else 0
 
     return command
 
@@ -181,22 +189,7 @@ COMMANDS = {
 }
 
 
-def _limit_heap_fragmentation() -> None:
-    """Serve large allocations with mmap so memory returns to the system between segments.
-
-    Without this, glibc's heap fragments under tensors of ever-different lengths (one per segment)
-    and peak memory grows with the number of distinct segment lengths, that is with corpus size.
-    """
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        pass  # not glibc: nothing to tune
-
-
 def main(argv: list[str] | None = None) -> int:
-    _limit_heap_fragmentation()
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -22,7 +22,7 @@ from unitvox.config.data import (
 )
 from unitvox.config.vocoder import (
     GENERATOR_SIZES, RESIDUAL_BLOCKS, DiscriminatorConfig, GeneratorConfig, LoraConfig, LossWeights,
-    EarlyStoppingConfig, MelSpectrogramConfig, SpeakerConfig, TrainConfig, expand_generator_preset, generator_preset,
+    EarlyStoppingConfig, EvaluateConfig, GatesConfig, MelSpectrogramConfig, SamplesConfig, SpeakerConfig, TrainConfig, expand_generator_preset, generator_preset,
 )
 
 
@@ -34,6 +34,8 @@ class Config:
     tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
     bpe: BpeConfig = field(default_factory=BpeConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    samples: SamplesConfig = field(default_factory=SamplesConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
     def check(self) -> None:

@@ -292,3 +292,62 @@ def expand_generator_preset(raw: dict) -> dict:
     preset = dataclasses.asdict(generator_preset(generator.get("size", "tiny")))
     preset.pop("lora")
     return {**raw, "train": {**raw["train"], "generator": {**preset, **generator}}}
+
+
+@dataclass
+class GatesConfig:
+    """Quality gates on evaluation means; a gate left at null is off. Failing any makes evaluate exit 1."""
+
+    snr_db_min: float | None = None
+    mcd_max: float | None = None
+    length_ratio_min: float | None = 0.98
+    length_ratio_max: float | None = 1.02
+    speaker_similarity_min: float | None = None
+
+    def check(self, key: str) -> None:
+        low, high = self.length_ratio_min, self.length_ratio_max
+        _require(low is None or high is None or low <= high, f"{key}.length_ratio_min",
+                 f"{low} is above length_ratio_max {high}")
+
+
+@dataclass
+class EvaluateConfig:
+    """Resynthesis quality on held-out segments: SNR, mel cepstral distortion, length ratio, speaker similarity.
+
+    `checkpoint` is `best`, `latest`, or the URI of any unitvox vocoder checkpoint.
+    `speaker_embedder` is `resemblyzer` (pretrained), `mfcc_stats` (weak, no model) or `none`.
+    """
+
+    checkpoint: str = "best"
+    max_items: int = 50
+    speaker_embedder: str = "resemblyzer"
+    gates: GatesConfig = field(default_factory=GatesConfig)
+    shards: int = 1
+
+    EXECUTION_KEYS = ("shards",)
+
+    def check(self, key: str) -> None:
+        _require(bool(self.checkpoint), f"{key}.checkpoint", "must be best, latest or a checkpoint URI")
+        _require(self.max_items >= 1, f"{key}.max_items", "must be at least 1")
+        _require(self.speaker_embedder in ("resemblyzer", "mfcc_stats", "none"), f"{key}.speaker_embedder",
+                 f"choose resemblyzer, mfcc_stats or none, got {self.speaker_embedder!r}")
+        _require(self.shards >= 1, f"{key}.shards", "must be at least 1")
+        self.gates.check(f"{key}.gates")
+
+
+@dataclass
+class SamplesConfig:
+    """Listening material: reconstructions, voice conversions, a multi-speaker set and a long-form item."""
+
+    checkpoint: str = "best"
+    count: int = 4
+    conversions: int = 2
+    voices: int = 4
+    long_form_segments: int = 4
+
+    def check(self, key: str) -> None:
+        _require(bool(self.checkpoint), f"{key}.checkpoint", "must be best, latest or a checkpoint URI")
+        for name in ("count", "long_form_segments"):
+            _require(getattr(self, name) >= 1, f"{key}.{name}", "must be at least 1")
+        for name in ("conversions", "voices"):
+            _require(getattr(self, name) >= 0, f"{key}.{name}", "must not be negative")

@@ -78,6 +78,8 @@ STAGES: dict[str, str] = {
     "tokenize": "unitvox.stages.tokenize",
     "bpe": "unitvox.stages.bpe",
     "train": "unitvox.stages.train",
+    "evaluate": "unitvox.stages.evaluate",
+    "samples": "unitvox.stages.samples",
 }
 
 

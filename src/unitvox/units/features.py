@@ -178,6 +178,7 @@ class SslExtractor:
 
         self.config = config
         self.sample_rate = sample_rate
+        _limit_heap_fragmentation()
         try:
             model_config = AutoConfig.from_pretrained(config.model)
             self.model = AutoModel.from_pretrained(config.model)
@@ -220,6 +221,21 @@ class SslExtractor:
     def fingerprint(self) -> dict[str, Any]:
         return {"extractor": "ssl", "model": self.config.model, "layer": self.config.layer,
                 "sample_rate": self.sample_rate, "hop_seconds": self.hop_samples / self.sample_rate, "dim": self.dim}
+
+
+def _limit_heap_fragmentation() -> None:
+    """Serve large allocations with mmap so memory goes back to the system after each segment.
+
+    Encoder activations differ in length from segment to segment; glibc's heap fragments under
+    them and peak memory then grows with the number of distinct lengths, that is with corpus size
+    (measured with bench/tokenize.py). Only the ssl extractor needs it: it costs training speed.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to tune
 
 
 def _wants_normalized_input(feature_extractor_class, model: str) -> bool:

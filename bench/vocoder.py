@@ -1,0 +1,318 @@
+"""Vocoder speed: the generator's real-time factor and training steps per second, per generator preset.
+
+Run: .venv/bin/python bench/vocoder.py
+     .venv/bin/python bench/vocoder.py --presets tiny v1 --steps 5 --threads 2 --device cpu
+
+For each preset it prints parameter counts, then:
+- real-time factor (RTF): seconds of compute per second of audio, for one 10 s utterance (500 unit
+  frames, batch 1) under torch.inference_mode, the median of `--runs` calls after one warm-up call;
+  once as training leaves the generator (weight norm on, as `Trainer.generate` runs it) and once with
+  weight norm folded into plain weights (`remove_weight_norm`, what an exported model would run);
+- training steps per second through `Trainer.train_step` itself: generator-only steps (the warm-up
+  phase, mel loss alone) and full GAN steps (a discriminator update, then a generator update with
+  the adversarial and feature-matching terms), on random units and random audio of the configured
+  batch size and segment length.
+The setups: `tiny` trains with jobs/demo.yaml's `train:` section, `v1` with jobs/base.yaml (the
+default discriminators) and `train.generator.size=v1`. On a GPU (`--device cuda`) the trainer's own
+autocast (precision=auto: bf16) applies to both figures.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# bench/tokenize.py, next to this file, shadows the standard library's `tokenize` (which dataclasses
+# and torch import) while this folder is first on sys.path, as it is when run as a script.
+if sys.path and os.path.realpath(sys.path[0] or ".") == os.path.dirname(os.path.realpath(__file__)):
+    del sys.path[0]
+
+import argparse  # noqa: E402 (after the sys.path fix above)
+import copy  # noqa: E402
+import shlex  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+
+from unitvox import config as configuration  # noqa: E402
+from unitvox.metrics import NullSink  # noqa: E402
+from unitvox.store.local import LocalStore  # noqa: E402
+from unitvox.vocoder.data import AudioReader, UnitAudioDataset  # noqa: E402
+from unitvox.vocoder.generator import remove_weight_norm  # noqa: E402
+from unitvox.vocoder.loop import Trainer  # noqa: E402
+from unitvox.vocoder.state import build_state  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+NUM_UNITS = 100
+RTF_SECONDS = 10.0
+# Each preset's training setup: a config and its overrides, and how many steps to time by default
+# (v1 on a CPU takes seconds per step, so it gets fewer).
+SETUPS = {
+    "tiny": ("jobs/demo.yaml", [], 10),
+    "v1": ("jobs/base.yaml", ["train.generator.size=v1"], 3),
+}
+
+
+@dataclass
+class Result:
+    """One preset's figures."""
+
+    preset: str
+    generator_parameters: int
+    discriminator_parameters: dict[str, int]
+    rtf_weight_norm: float
+    rtf_folded: float
+    batch_size: int
+    segment_seconds: float
+    steps: int
+    generator_only_seconds: float
+    gan_seconds: float
+
+
+def parse_arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Time the unit vocoder: generator real-time factor and training steps per second.",
+        epilog="examples:\n  .venv/bin/python bench/vocoder.py\n"
+               "  .venv/bin/python bench/vocoder.py --presets tiny --steps 20 --threads 1\n"
+               "  .venv/bin/python bench/vocoder.py --device cuda --batch-size 16",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--presets", nargs="+", default=list(SETUPS), choices=list(SETUPS),
+                        help="generator presets to time (default: tiny v1)")
+    parser.add_argument("--steps", type=int,
+                        help="timed training steps per phase (default: tiny 10, v1 3)")
+    parser.add_argument("--warmup-steps", type=int, default=1,
+                        help="untimed training steps before each phase (default: 1)")
+    parser.add_argument("--runs", type=int, default=3, help="timed generator calls for the RTF median (default: 3)")
+    parser.add_argument("--batch-size", type=int, help="training batch size (default: the setup's config)")
+    parser.add_argument("--segment-seconds", type=float,
+                        help="training segment length in seconds (default: the setup's config)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to run (default: cpu)")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's own choice)")
+    arguments = parser.parse_args()
+    for name in ("steps", "runs", "batch_size", "threads"):
+        value = getattr(arguments, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')}: must be at least 1")
+    if arguments.warmup_steps < 0:
+        parser.error("--warmup-steps: must not be negative")
+    if arguments.segment_seconds is not None and arguments.segment_seconds <= 0:
+        parser.error("--segment-seconds: must be positive")
+    if arguments.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA device")
+    return arguments
+
+
+# ---------------------------------------------------------------------------------------------
+# Building a trainer without a run folder
+
+
+def load_setup(preset: str, arguments: argparse.Namespace) -> configuration.Config:
+    path, overrides, _ = SETUPS[preset]
+    overrides = list(overrides)
+    if arguments.batch_size is not None:
+        overrides.append(f"train.batch_size={arguments.batch_size}")
+    if arguments.segment_seconds is not None:
+        overrides.append(f"train.segment_seconds={arguments.segment_seconds}")
+    return configuration.load(str(REPO / path), overrides)
+
+
+def build_trainer(config: configuration.Config, device: torch.device, scratch: Path) -> Trainer:
+    """A real Trainer around `build_state`'s state.
+
+    `train_step` reads only the state, the train config, the mel spectrogram and the autocast
+    choice, so calling it directly times exactly what training runs, with no copy of the step to
+    drift from the loop. The datasets, store and sink it also holds serve validation, samples and
+    checkpoints, which never run here: empty datasets over an empty scratch store stand in.
+    """
+    settings = config.train
+    state = build_state(settings, NUM_UNITS, device)
+    store = LocalStore(str(scratch))
+    empty = UnitAudioDataset([], AudioReader(store), frames=1, hop=settings.generator.hop_samples,
+                             pad_unit=NUM_UNITS, speakers={}, crop=False)
+    return Trainer(config, store, state, empty, empty, model_description={}, device=device, metrics=NullSink())
+
+
+def random_batch(config: configuration.Config, device: torch.device) -> dict[str, torch.Tensor]:
+    """A training batch shaped as the loader makes it: units (B, F), audio (B, F * hop), valid, speaker (B,)."""
+    settings = config.train
+    hop = settings.generator.hop_samples
+    frames = max(1, int(settings.segment_seconds * config.prepare.sample_rate) // hop)  # as stages/train.py
+    batch = settings.batch_size
+    generator = torch.Generator().manual_seed(0)
+    audio = (0.1 * torch.randn(batch, frames * hop, generator=generator)).clamp(-1, 1)
+    return {
+        "units": torch.randint(0, NUM_UNITS, (batch, frames), generator=generator).to(device),
+        "audio": audio.to(device),
+        "valid": torch.full((batch,), frames * hop).to(device),
+        "speaker": torch.zeros(batch, dtype=torch.long).to(device),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing
+
+
+def synchronise(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def seconds_per_step(trainer: Trainer, batch: dict[str, torch.Tensor], adversarial: bool,
+                     warmup: int, steps: int) -> float:
+    """Mean wall seconds of `Trainer.train_step` over `steps` calls after `warmup` untimed ones.
+
+    Whether a step is adversarial is the loop's own test, `step >= generator_warmup_steps`; the step
+    counter is pinned on either side of a one-step warm-up (the loop increments it, train_step not).
+    """
+    trainer.settings.generator_warmup_steps = 1
+    trainer.state.step = 1 if adversarial else 0
+    for _ in range(warmup):
+        trainer.train_step(batch)
+    synchronise(trainer.device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        trainer.train_step(batch)
+    synchronise(trainer.device)
+    return (time.perf_counter() - started) / steps
+
+
+def real_time_factor(trainer: Trainer, generator: torch.nn.Module, runs: int) -> float:
+    """Median compute seconds per second of audio for one RTF_SECONDS utterance, after a warm-up call."""
+    sample_rate = trainer.config.prepare.sample_rate
+    hop = generator.hop_samples
+    frames = int(RTF_SECONDS * sample_rate) // hop
+    units = torch.randint(0, NUM_UNITS, (1, frames), generator=torch.Generator().manual_seed(1)).to(trainer.device)
+    generator.eval()
+
+    def call() -> float:
+        synchronise(trainer.device)
+        started = time.perf_counter()
+        with torch.inference_mode(), trainer.autocast():
+            generator(units)
+        synchronise(trainer.device)
+        return time.perf_counter() - started
+
+    call()
+    elapsed = statistics.median(call() for _ in range(runs))
+    generator.train()
+    return elapsed / (frames * hop / sample_rate)
+
+
+def parameters(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def bench_preset(preset: str, arguments: argparse.Namespace, device: torch.device, scratch: Path,
+                 say: Callable[[str], None]) -> Result:
+    config = load_setup(preset, arguments)
+    trainer = build_trainer(config, device, scratch)
+    state, settings = trainer.state, config.train
+    steps = arguments.steps or SETUPS[preset][2]
+    say(f"{preset}: real-time factor ({arguments.runs} runs)")
+    rtf_weight_norm = real_time_factor(trainer, state.generator, arguments.runs)
+    rtf_folded = real_time_factor(trainer, remove_weight_norm(copy.deepcopy(state.generator)), arguments.runs)
+    batch = random_batch(config, device)
+    say(f"{preset}: {steps} generator-only steps, batch {settings.batch_size} x {settings.segment_seconds} s")
+    generator_only = seconds_per_step(trainer, batch, False, arguments.warmup_steps, steps)
+    say(f"{preset}: {steps} GAN steps")
+    gan = seconds_per_step(trainer, batch, True, arguments.warmup_steps, steps)
+    return Result(
+        preset=preset,
+        generator_parameters=parameters(state.generator),
+        discriminator_parameters={name: parameters(module)
+                                  for name, module in state.discriminators.discriminators.items()},
+        rtf_weight_norm=rtf_weight_norm, rtf_folded=rtf_folded,
+        batch_size=settings.batch_size, segment_seconds=settings.segment_seconds, steps=steps,
+        generator_only_seconds=generator_only, gan_seconds=gan,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def machine_lines(device: torch.device, load_at_start: tuple[float, ...]) -> list[str]:
+    model = "unknown"
+    if Path("/proc/cpuinfo").exists():
+        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("model name")), model)
+    lines = [
+        f"machine: {os.cpu_count()} CPUs ({len(os.sched_getaffinity(0))} usable), {model}",
+        f"torch {torch.__version__}: {torch.get_num_threads()} intra-op threads, "
+        f"{torch.get_num_interop_threads()} inter-op threads",
+        f"device: {device}" + (f" ({torch.cuda.get_device_name(device)}), autocast as precision=auto: bf16"
+                               if device.type == "cuda" else ", fp32 (precision=auto on a CPU)"),
+        f"load average (1, 5, 15 min) at start {_load(load_at_start)}, at end {_load(os.getloadavg())}: "
+        "other work on the machine slows every figure",
+    ]
+    return lines
+
+
+def _load(averages: tuple[float, ...]) -> str:
+    return "/".join(f"{value:.1f}" for value in averages)
+
+
+def _millions(count: int) -> str:
+    return f"{count / 1e6:.2f}M"
+
+
+def table_lines(results: list[Result]) -> list[str]:
+    header = (f"{'preset':<6} {'G params':>8} {'D params (mpd+mrd)':>22} {'RTF':>7} {'x-real':>7} "
+              f"{'RTF folded':>10} {'x-real':>7}   {'batch':>11} {'steps':>5} {'G-only s/step':>13} "
+              f"{'G-only step/s':>13} {'GAN s/step':>10} {'GAN step/s':>10} {'D share':>7}")
+    lines = [header, "-" * len(header)]
+    for r in results:
+        discriminators = "+".join(_millions(count) for count in r.discriminator_parameters.values())
+        share = (r.gan_seconds - r.generator_only_seconds) / r.gan_seconds
+        lines.append(
+            f"{r.preset:<6} {_millions(r.generator_parameters):>8} {discriminators:>22} "
+            f"{r.rtf_weight_norm:>7.3f} {1 / r.rtf_weight_norm:>7.1f} {r.rtf_folded:>10.3f} {1 / r.rtf_folded:>7.1f}"
+            f"   {f'{r.batch_size} x {r.segment_seconds:g} s':>11} {r.steps:>5} {r.generator_only_seconds:>13.3f} "
+            f"{1 / r.generator_only_seconds:>13.2f} {r.gan_seconds:>10.3f} {1 / r.gan_seconds:>10.2f} {share:>7.0%}"
+        )
+    return lines
+
+
+def reproduce_command(arguments: argparse.Namespace) -> str:
+    python = os.path.relpath(sys.executable, REPO) if sys.executable.startswith(str(REPO)) else sys.executable
+    command = [python, "bench/vocoder.py", "--presets", *arguments.presets, "--device", arguments.device,
+               "--warmup-steps", str(arguments.warmup_steps), "--runs", str(arguments.runs)]
+    for flag in ("steps", "batch_size", "segment_seconds", "threads"):
+        value = getattr(arguments, flag)
+        if value is not None:
+            command += [f"--{flag.replace('_', '-')}", str(value)]
+    return shlex.join(command)
+
+
+def main() -> int:
+    arguments = parse_arguments()
+    load_at_start = os.getloadavg()
+    if arguments.threads is not None:
+        torch.set_num_threads(arguments.threads)
+    device = torch.device(arguments.device)
+    started = time.perf_counter()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="unitvox-bench-vocoder-") as scratch:
+        for preset in arguments.presets:
+            results.append(bench_preset(preset, arguments, device, Path(scratch), lambda line: print(line, flush=True)))
+    print()
+    print("\n".join(machine_lines(device, load_at_start)))
+    print(f"RTF: compute s per audio s, one {RTF_SECONDS:g} s utterance, batch 1, inference_mode, median of "
+          f"{arguments.runs} after a warm-up; folded: weight norm removed. x-real = 1 / RTF")
+    print(f"steps: Trainer.train_step on random data, mean of the timed steps after {arguments.warmup_steps} "
+          "warm-up; G-only: generator warm-up phase (mel loss only); GAN: discriminator + generator update; "
+          "D share = (GAN - G-only) / GAN")
+    print("setups: tiny = jobs/demo.yaml train section; v1 = jobs/base.yaml defaults + train.generator.size=v1")
+    print("\n".join(table_lines(results)))
+    print(f"total {time.perf_counter() - started:.0f} s; reproduce: {reproduce_command(arguments)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,129 @@
+"""evaluate: resynthesise held-out segments and score them; quality gates set the exit code (for CI).
+
+Run: unitvox evaluate --config jobs/base.yaml --run ./runs/exp1
+     unitvox evaluate --config jobs/base.yaml --run ./runs/exp1 --set evaluate.checkpoint=s3://bucket/ckpt/best.pt
+Writes evaluate/metrics.json, evaluate/summary.md, evaluate/junit.xml; exits 1 when a gate fails.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from unitvox.config import Config
+from unitvox.evaluation import (
+    build_speaker_embedder, evaluate_gates, exit_code as gates_exit_code, gates_from_config, junit_xml, length_ratio,
+    level_summary, mel_cepstral_distortion, metrics_json, snr_db, speaker_similarity, summarise, summary_markdown,
+)
+from unitvox.stages import Context, IncompleteError, Phase
+from unitvox.stages.record import fingerprint, upstream, write_success
+from unitvox.stages.tokenize import UNITS
+from unitvox.store import Store
+from unitvox.vocoder.data import AudioReader, UnitAudioDataset, load_items, speaker_index
+from unitvox.vocoder.inference import Vocoder, checkpoint_location
+
+PHASES = (Phase("score", sharded=True), Phase("merge"))
+PARTS = "evaluate/parts"
+METRICS = "evaluate/metrics.json"
+SUMMARY = "evaluate/summary.md"
+JUNIT = "evaluate/junit.xml"
+SPLIT = "train/split.json"
+
+
+def inputs(config: Config, store: Store) -> dict[str, Any]:
+    try:
+        units = upstream(store, "tokenize", UNITS, "evaluate")
+    except FileNotFoundError as missing:
+        raise IncompleteError(str(missing)) from None
+    source, key = checkpoint_location(store, config.evaluate.checkpoint)
+    return {**units, "checkpoint": {"uri": source.url(key), **fingerprint(source, key)}}
+
+
+def held_out(store: Store, config: Config) -> tuple[list, UnitAudioDataset]:
+    """The validation segments training never saw (up to max_items), and a reference source per speaker."""
+    if not store.exists(SPLIT):
+        raise IncompleteError(f"evaluate needs the held-out split {store.url(SPLIT)}: run train first")
+    validation = set(store.read_json(SPLIT)["validation"])
+    everything = load_items(store)
+    chosen = [item for item in everything if item.segment_id in validation][: config.evaluate.max_items]
+    reference_samples = int(config.train.speaker.reference_seconds * config.prepare.sample_rate)
+    references = UnitAudioDataset(everything, AudioReader(store), frames=1, hop=config.train.generator.hop_samples,
+                                  pad_unit=0, speakers=speaker_index(everything), crop=False,
+                                  seed=config.train.seed, reference_samples=reference_samples)
+    return chosen, references
+
+
+def score(context: Context) -> dict[str, Any]:
+    """Resynthesise and score this shard's held-out segments; one part file each, so reruns resume."""
+    config, store = context.config, context.store
+    items, references = held_out(store, config)
+    vocoder = Vocoder(config, store, config.evaluate.checkpoint)
+    embedder = None if config.evaluate.speaker_embedder == "none" else build_speaker_embedder(
+        config.evaluate.speaker_embedder)
+    reader, rate = AudioReader(store), config.prepare.sample_rate
+    position = {item.segment_id: i for i, item in enumerate(references.items)}
+    done = 0
+    for item in tqdm(context.shard.take(items), desc=f"evaluate {context.shard.name}", unit="seg", disable=None):
+        key = f"{PARTS}/{item.segment_id}.json"
+        if store.exists(key) and not context.force and store.read_json(key).get("checkpoint") == vocoder.sha256:
+            continue
+        reference = reader.read(item.audio_key)
+        clip = references.reference(position[item.segment_id]) if vocoder.conditioned else None
+        estimate = vocoder.generate(item.units, clip)
+        store.write_json(key, {"checkpoint": vocoder.sha256, "row": score_item(item, reference, estimate, rate, embedder)})
+        done += 1
+    return {"scored": done}
+
+
+def score_item(item, reference: np.ndarray, estimate: np.ndarray, rate: int, embedder) -> dict[str, Any]:
+    """One utterance's metrics; levels of both sides explain a negative SNR."""
+    valid = min(len(reference), len(estimate))
+    row = {
+        "utterance": item.segment_id, "speaker": item.speaker, "duration": round(len(reference) / rate, 3),
+        "snr_db": snr_db(reference, estimate, valid),
+        "mcd": _or_nan(lambda: mel_cepstral_distortion(reference, estimate, rate, valid)),
+        "length_ratio": length_ratio(len(reference), len(estimate)),
+        "speaker_similarity": speaker_similarity(embedder, reference, estimate, rate) if embedder else math.nan,
+    }
+    for side, wave in (("reference", reference), ("estimate", estimate)):
+        row.update({f"{side}_{name}": value for name, value in level_summary(wave, valid).items()})
+    return row
+
+
+def _or_nan(compute) -> float:
+    try:
+        return float(compute())
+    except ValueError:  # too short to have a single analysis window
+        return math.nan
+
+
+def merge(context: Context) -> dict[str, Any]:
+    """Summaries, gates and the three reports, from every segment's part."""
+    config, store = context.config, context.store
+    items, _ = held_out(store, config)
+    missing = [i.segment_id for i in items if not store.exists(f"{PARTS}/{i.segment_id}.json")]
+    if missing:
+        raise IncompleteError(f"evaluate merge: {len(missing)} segments not scored yet (first: {missing[0]})")
+    rows = [store.read_json(f"{PARTS}/{item.segment_id}.json")["row"] for item in items]
+    summary = summarise(rows)
+    results = evaluate_gates(summary, gates_from_config(dataclasses.asdict(config.evaluate.gates)))
+    store.write_text(METRICS, metrics_json(rows, summary, results))
+    title = f"Vocoder evaluation of {config.evaluate.checkpoint} ({len(rows)} held-out segments)"
+    store.write_text(SUMMARY, summary_markdown(summary, results, rows, title))
+    store.write_text(JUNIT, junit_xml(results))
+    write_success(store, "evaluate", config_hash=config.stage_hash("evaluate"), inputs=inputs(config, store),
+                  outputs=[METRICS, SUMMARY, JUNIT], started=context.started,
+                  extra={"stage": "evaluate", "passed": gates_exit_code(results) == 0})
+    failed = [r.message for r in results if not r.passed]
+    return {"segments": len(rows), **{k: round(v, 3) for k, v in summary.items() if k.endswith("_mean")},
+            "gates": "all passed" if not failed else "FAILED: " + "; ".join(failed)}
+
+
+def exit_code(config: Config, store: Store) -> int:
+    """1 when the latest evaluation failed a gate (also when the stage was skipped as up to date)."""
+    record = store.read_json("evaluate/_SUCCESS.json") if store.exists("evaluate/_SUCCESS.json") else {}
+    return 0 if record.get("passed", True) else 1

@@ -1,0 +1,84 @@
+"""A trained vocoder for evaluation and samples: checkpoint checked against the config and codebook, then units -> audio."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from unitvox.config import Config, ConfigError
+from unitvox.stages.tokenize import CODEBOOK
+from unitvox.store import Store, split_uri
+from unitvox.vocoder import checkpoint as ckpt
+from unitvox.vocoder.generator import UnitGenerator
+from unitvox.vocoder.lora import merge_lora
+from unitvox.vocoder.speaker import build_speaker_encoder
+
+NAMED = {"best": f"{ckpt.CHECKPOINTS}/best.pt", "latest": f"{ckpt.CHECKPOINTS}/latest.pt"}
+
+
+def checkpoint_location(store: Store, name: str) -> tuple[Store, str]:
+    """The store and key of `best`, `latest` (best falls back to latest before any validation) or a URI."""
+    if name in NAMED:
+        key = NAMED[name]
+        if name == "best" and not store.exists(key):
+            key = NAMED["latest"]
+        if not store.exists(key):
+            raise ConfigError(f"{name} checkpoint: {store.url(key)} does not exist; run train first")
+        return store, key
+    if "://" in name or name.startswith("/"):
+        return split_uri(name)
+    return store, name
+
+
+class Vocoder:
+    """Generator (and speaker encoder, when conditioned) loaded for inference on one device."""
+
+    def __init__(self, config: Config, store: Store, checkpoint: str, device: torch.device | None = None):
+        self.device = device or torch.device("cpu")
+        codebook = store.read_json(f"{CODEBOOK}/codebook.json")
+        self.source_store, self.key = checkpoint_location(store, checkpoint)
+        payload = ckpt.load(self.source_store, self.key)
+        self.sha256 = self.source_store.sha256(self.key)
+        ckpt.check_matches(payload["model"], ckpt.describe_model(config, codebook), self.source_store.url(self.key))
+        self.generator = UnitGenerator(config.train.generator, int(codebook["k"]))
+        if config.train.generator.lora.rank:
+            from unitvox.vocoder.lora import apply_lora
+
+            apply_lora(self.generator, config.train.generator.lora)
+        self.generator.load_state_dict(payload["generator"])
+        if config.train.generator.lora.rank:
+            merge_lora(self.generator)
+        self.generator.to(self.device).eval()
+        self.encoder = None
+        if config.train.speaker.enabled:
+            self.encoder = build_speaker_encoder(config.train.speaker)
+            self.encoder.load_state_dict(payload["speaker_encoder"])
+            self.encoder.to(self.device).eval()
+        self.step = int(payload["counters"]["step"])
+        self.hop = config.train.generator.hop_samples
+        self.pad_unit = int(codebook["k"])
+
+    @property
+    def conditioned(self) -> bool:
+        return self.encoder is not None
+
+    @property
+    def uri(self) -> str:
+        return self.source_store.url(self.key)
+
+    @torch.inference_mode()
+    def embed(self, reference: np.ndarray) -> torch.Tensor:
+        if self.encoder is None:
+            raise ValueError("this vocoder has no speaker conditioning (train.speaker.enabled is false)")
+        return self.encoder(torch.from_numpy(np.ascontiguousarray(reference, dtype=np.float32))[None].to(self.device))
+
+    @torch.inference_mode()
+    def generate(self, units: Any, reference: np.ndarray | None = None) -> np.ndarray:
+        """Audio (len(units) * hop,) float32 for a unit sequence, in the voice of `reference` when conditioned."""
+        tensor = torch.as_tensor(np.asarray(units, dtype=np.int64))[None].to(self.device)
+        speaker = self.embed(reference) if self.encoder is not None and reference is not None else None
+        if self.encoder is not None and speaker is None:
+            raise ValueError("a speaker-conditioned vocoder needs a reference clip")
+        return self.generator(tensor, speaker).float().cpu().numpy().reshape(-1)
