@@ -17,6 +17,8 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet "$(TORCH)"
 	$(BIN)/pip install --quiet -e '.[test]'
+	# resemblyzer's pretrained speaker encoder ships in its wheel; --no-deps skips its source-only webrtcvad
+	$(BIN)/pip install --quiet --no-deps resemblyzer webrtcvad-wheels
 	touch $@
 
 # The demo: synthesise a small multi-speaker corpus (or use DATA=/path), then run the pipeline on it.

@@ -28,7 +28,6 @@ if sys.path and os.path.realpath(sys.path[0] or ".") == os.path.dirname(os.path.
     del sys.path[0]
 
 import argparse  # noqa: E402 (after the sys.path fix above)
-import copy  # noqa: E402
 import shlex  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
@@ -43,7 +42,7 @@ from unitvox import config as configuration  # noqa: E402
 from unitvox.metrics import NullSink  # noqa: E402
 from unitvox.store.local import LocalStore  # noqa: E402
 from unitvox.vocoder.data import AudioReader, UnitAudioDataset  # noqa: E402
-from unitvox.vocoder.generator import remove_weight_norm  # noqa: E402
+from unitvox.vocoder.generator import UnitGenerator, remove_weight_norm  # noqa: E402
 from unitvox.vocoder.loop import Trainer  # noqa: E402
 from unitvox.vocoder.state import build_state  # noqa: E402
 
@@ -204,6 +203,17 @@ def real_time_factor(trainer: Trainer, generator: torch.nn.Module, runs: int) ->
     return elapsed / (frames * hop / sample_rate)
 
 
+def folded_copy(generator: UnitGenerator, device: torch.device) -> UnitGenerator:
+    """A separate generator with the same weights and weight norm removed.
+
+    Not copy.deepcopy: a deep copy shares the parametrized module classes with the original, and
+    removing the parametrization from the copy deletes `weight` from those shared classes.
+    """
+    folded = UnitGenerator(generator.config, generator.num_units).to(device)
+    folded.load_state_dict(generator.state_dict())
+    return remove_weight_norm(folded)
+
+
 def parameters(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -216,7 +226,7 @@ def bench_preset(preset: str, arguments: argparse.Namespace, device: torch.devic
     steps = arguments.steps or SETUPS[preset][2]
     say(f"{preset}: real-time factor ({arguments.runs} runs)")
     rtf_weight_norm = real_time_factor(trainer, state.generator, arguments.runs)
-    rtf_folded = real_time_factor(trainer, remove_weight_norm(copy.deepcopy(state.generator)), arguments.runs)
+    rtf_folded = real_time_factor(trainer, folded_copy(state.generator, device), arguments.runs)
     batch = random_batch(config, device)
     say(f"{preset}: {steps} generator-only steps, batch {settings.batch_size} x {settings.segment_seconds} s")
     generator_only = seconds_per_step(trainer, batch, False, arguments.warmup_steps, steps)

@@ -10,6 +10,13 @@ import pytest
 from unitvox.cli import main
 
 
+# The demo config with training shrunk to two steps, so the whole pipeline runs in a test.
+QUICK = ["--set", "train.max_steps=2", "--set", "train.generator_warmup_steps=1", "--set", "train.batch_size=4",
+         "--set", "train.segment_seconds=0.25", "--set", "evaluate.speaker_embedder=mfcc_stats",
+         "--set", "samples.count=1"]
+ALL_STAGES = ("prepare", "tokenize", "bpe", "train", "evaluate", "samples")
+
+
 def statuses(stdout):
     """Stage -> status from the pipeline's closing summary table."""
     table = stdout[stdout.rindex("stage      status"):].splitlines()[1:]
@@ -58,9 +65,10 @@ def test_job_completion_index_picks_the_shard(prepared_run, tmp_path):
 @pytest.mark.e2e
 def test_pipeline_on_real_speech_then_everything_skipped(speech_corpus, tmp_path):
     run = tmp_path / "run"
-    first = unitvox("pipeline", "--config", "jobs/demo.yaml", "--run", str(run), "--set", f"prepare.input={speech_corpus}")
-    assert statuses(first.stdout) == {"prepare": "ran", "tokenize": "ran", "bpe": "ran"}
-    for stage in ("prepare", "tokenize", "bpe"):
+    first = unitvox("pipeline", "--config", "jobs/demo.yaml", "--run", str(run), "--set", f"prepare.input={speech_corpus}",
+                    *QUICK)
+    assert statuses(first.stdout) == dict.fromkeys(ALL_STAGES, "ran")
+    for stage in ALL_STAGES:
         record = json.loads((run / stage / "_SUCCESS.json").read_text())
         assert record["outputs"] and all(meta["sha256"] for meta in record["outputs"].values())
         assert record["versions"]["unitvox"]
@@ -70,11 +78,13 @@ def test_pipeline_on_real_speech_then_everything_skipped(speech_corpus, tmp_path
     assert json.loads((run / "bpe" / "motifs.json").read_text())["motifs"]
     assert (run / "config.yaml").is_file()
 
-    second = unitvox("pipeline", "--config", "jobs/demo.yaml", "--run", str(run), "--set", f"prepare.input={speech_corpus}")
-    assert statuses(second.stdout) == {"prepare": "skipped", "tokenize": "skipped", "bpe": "skipped"}
+    assert (run / "evaluate" / "junit.xml").is_file() and (run / "samples" / "long_form" / "long_form.wav").is_file()
+    second = unitvox("pipeline", "--config", "jobs/demo.yaml", "--run", str(run), "--set", f"prepare.input={speech_corpus}",
+                     *QUICK)
+    assert statuses(second.stdout) == dict.fromkeys(ALL_STAGES, "skipped")
 
     changed = unitvox("pipeline", "--config", "jobs/demo.yaml", "--run", str(run), "--set", f"prepare.input={speech_corpus}",
-                      "--set", "bpe.vocab_size=200")
+                      *QUICK, "--set", "bpe.vocab_size=200", "--stages", "prepare,tokenize,bpe")
     assert "[prepare] skipped" in changed.stdout and "[tokenize] skipped" in changed.stdout
     assert "[bpe] running (config changed)" in changed.stdout
 
@@ -85,11 +95,11 @@ def test_pipeline_into_s3(speech_corpus, s3_bucket, tmp_path):
 
     run = f"s3://{s3_bucket}/runs/exp1"
     unitvox("pipeline", "--config", "jobs/demo.yaml", "--run", run, "--set", f"prepare.input={speech_corpus}",
-            "--set", "bpe.vocab_size=150")
+            "--set", "bpe.vocab_size=150", *QUICK)
     store = open_store(run)
     keys = set(store.list())
-    assert {"prepare/_SUCCESS.json", "tokenize/_SUCCESS.json", "bpe/_SUCCESS.json", "bpe/motifs.json"} <= keys
+    assert {f"{stage}/_SUCCESS.json" for stage in ALL_STAGES} | {"bpe/motifs.json", "train/checkpoints/latest.pt"} <= keys
     assert any(key.startswith("prepare/audio/") and key.endswith(".flac") for key in keys)
     again = unitvox("pipeline", "--config", "jobs/demo.yaml", "--run", run, "--set", f"prepare.input={speech_corpus}",
-                    "--set", "bpe.vocab_size=150")
+                    "--set", "bpe.vocab_size=150", *QUICK)
     assert set(statuses(again.stdout).values()) == {"skipped"}

@@ -170,7 +170,7 @@ class BpeConfig:
 class PipelineConfig:
     """How the local runner executes stages."""
 
-    stages: list[str] = field(default_factory=lambda: ["prepare", "tokenize", "bpe"])
+    stages: list[str] = field(default_factory=lambda: ["prepare", "tokenize", "bpe", "train", "evaluate", "samples"])
     workers: int = 0
 
     EXECUTION_KEYS = ("stages", "workers")

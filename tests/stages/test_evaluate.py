@@ -1,0 +1,100 @@
+"""evaluate and samples on a briefly trained vocoder: reports, gates and exit codes, listening material."""
+
+import json
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ElementTree
+
+import pytest
+import soundfile
+
+from unitvox.config import load
+from unitvox.stages import run_stage
+from unitvox.stages.evaluate import JUNIT, METRICS, SUMMARY
+from unitvox.store import LocalStore
+
+SHRINK = ["tokenize.kmeans.k=20", "tokenize.kmeans.sample_frames=4000", "train.segment_seconds=0.25",
+          "train.batch_size=4", "train.max_steps=2", "train.generator_warmup_steps=1", "train.validate_every=2",
+          "train.validation_items=3", "train.sample_every=1000", "evaluate.speaker_embedder=mfcc_stats",
+          "samples.count=2"]
+SPEAKER = ["train.speaker.enabled=true", "train.generator.speaker_embedding_dim=64"]
+
+
+def _trained(tokenized_run, factory, *overrides):
+    root = factory.mktemp("trained") / "run"
+    shutil.copytree(tokenized_run, root)
+    store = LocalStore(str(root))
+    run_stage(load("jobs/demo.yaml", [*SHRINK, *overrides]), store, "train")
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained_run(tokenized_run, tmp_path_factory):
+    return _trained(tokenized_run, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def conditioned_run(tokenized_run, tmp_path_factory):
+    return _trained(tokenized_run, tmp_path_factory, *SPEAKER)
+
+
+def _evaluate(root, *overrides):
+    argv = [sys.executable, "-m", "unitvox", "evaluate", "--config", "jobs/demo.yaml", "--run", str(root)]
+    for override in [*SHRINK, *overrides]:
+        argv += ["--set", override]
+    return subprocess.run(argv, capture_output=True, text=True)
+
+
+def test_evaluate_writes_reports_and_its_exit_code_follows_the_gates(trained_run, tmp_path):
+    root = tmp_path / "run"
+    shutil.copytree(trained_run, root)
+    passing = _evaluate(root, "evaluate.gates.snr_db_min=-200")
+    assert passing.returncode == 0, passing.stderr
+    metrics = json.loads((root / METRICS).read_text())
+    held_out = json.loads((root / "train" / "split.json").read_text())["validation"]
+    assert [row["utterance"] for row in metrics["utterances"]] == held_out[: len(metrics["utterances"])]
+    assert {"snr_db", "mcd", "length_ratio", "speaker_similarity", "reference_rms_dbfs"} <= set(metrics["utterances"][0])
+    assert 0.95 < metrics["summary"]["length_ratio_mean"] <= 1.0
+    assert "PASS" in (root / SUMMARY).read_text()
+
+    failing = _evaluate(root, "evaluate.gates.snr_db_min=100")
+    assert failing.returncode == 1
+    assert "FAILED" in failing.stdout and "snr_db" in failing.stdout
+    suite = ElementTree.parse(root / JUNIT).getroot()
+    failures = [case.get("name") for case in suite.iter("testcase") if case.find("failure") is not None]
+    assert failures == ["snr_db_min"]
+    again = _evaluate(root, "evaluate.gates.snr_db_min=100")
+    assert again.returncode == 1 and "skipped" in again.stdout, "an up-to-date failed evaluation still fails CI"
+
+
+def test_samples_without_speaker_conditioning(trained_run, tmp_path):
+    root = tmp_path / "run"
+    shutil.copytree(trained_run, root)
+    store = LocalStore(str(root))
+    run_stage(load("jobs/demo.yaml", SHRINK), store, "samples")
+    folders = [p for p in (root / "samples").iterdir() if (p / "original.wav").exists()]
+    assert len(folders) == 2
+    for folder in folders:
+        original, rate = soundfile.read(folder / "original.wav")
+        reconstruction, _ = soundfile.read(folder / "reconstruction.wav")
+        assert rate == 16000 and abs(len(reconstruction) - len(original)) < 320
+        assert "no voice conversions" in json.loads((folder / "metadata.json").read_text())["note"]
+    long_form = json.loads((root / "samples" / "long_form" / "metadata.json").read_text())
+    assert long_form["segments"] and long_form["seconds"] > 0
+
+
+def test_samples_with_voice_conversion(conditioned_run, tmp_path):
+    root = tmp_path / "run"
+    shutil.copytree(conditioned_run, root)
+    run_stage(load("jobs/demo.yaml", [*SHRINK, *SPEAKER]), LocalStore(str(root)), "samples")
+    folder = next(p for p in (root / "samples").iterdir() if (p / "original.wav").exists())
+    metadata = json.loads((folder / "metadata.json").read_text())
+    assert metadata["conversions"] and all((folder / f"to_{s}.wav").exists() for s in metadata["conversions"])
+    assert metadata["speaker"] not in metadata["conversions"]
+    multi = next((root / "samples" / "multi_speaker").iterdir())
+    voices = json.loads((multi / "metadata.json").read_text())["voices"]
+    assert len(voices) >= 2 and all((multi / f"{v}.wav").exists() for v in voices)
+    one, _ = soundfile.read(multi / f"{voices[0]}.wav")
+    two, _ = soundfile.read(multi / f"{voices[1]}.wav")
+    assert len(one) == len(two) and (abs(one - two)).max() > 0, "different voices must change the audio"
