@@ -303,6 +303,7 @@ class GatesConfig:
     length_ratio_min: float | None = 0.98
     length_ratio_max: float | None = 1.02
     speaker_similarity_min: float | None = None
+    unit_match_min: float | None = None
 
     def check(self, key: str) -> None:
         low, high = self.length_ratio_min, self.length_ratio_max
@@ -316,11 +317,14 @@ class EvaluateConfig:
 
     `checkpoint` is `best`, `latest`, or the URI of any unitvox vocoder checkpoint.
     `speaker_embedder` is `resemblyzer` (pretrained), `mfcc_stats` (weak, no model) or `none`.
+    With `unit_match`, the resynthesis is tokenized again with the run's extractor and codebook: the
+    share of frames whose unit survives the round trip measures how much content the vocoder keeps.
     """
 
     checkpoint: str = "best"
     max_items: int = 50
     speaker_embedder: str = "resemblyzer"
+    unit_match: bool = True
     gates: GatesConfig = field(default_factory=GatesConfig)
     shards: int = 1
 

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-METRICS = ("snr_db", "mcd", "length_ratio", "speaker_similarity")
+METRICS = ("snr_db", "mcd", "length_ratio", "speaker_similarity", "unit_match")
 STATISTICS = ("mean", "median")
 COMPARISONS = ("min", "max")
 

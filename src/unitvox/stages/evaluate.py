@@ -21,7 +21,10 @@ from unitvox.evaluation import (
 )
 from unitvox.stages import Context, IncompleteError, Phase
 from unitvox.stages.record import fingerprint, upstream, write_success
-from unitvox.stages.tokenize import UNITS
+from unitvox.stages.tokenize import CODEBOOK, UNITS
+from unitvox.units.features import build_extractor
+from unitvox.units.features import extract as extract_features
+from unitvox.units.kmeans import Codebook
 from unitvox.store import Store
 from unitvox.vocoder.data import AudioReader, UnitAudioDataset, load_items, speaker_index
 from unitvox.vocoder.inference import Vocoder, checkpoint_location
@@ -65,6 +68,7 @@ def score(context: Context) -> dict[str, Any]:
     embedder = None if config.evaluate.speaker_embedder == "none" else build_speaker_embedder(
         config.evaluate.speaker_embedder)
     reader, rate = AudioReader(store), config.prepare.sample_rate
+    round_trip = UnitRoundTrip(config, store) if config.evaluate.unit_match else None
     position = {item.segment_id: i for i, item in enumerate(references.items)}
     done = 0
     for item in tqdm(context.shard.take(items), desc=f"evaluate {context.shard.name}", unit="seg", disable=None):
@@ -74,9 +78,26 @@ def score(context: Context) -> dict[str, Any]:
         reference = reader.read(item.audio_key)
         clip = references.reference(position[item.segment_id]) if vocoder.conditioned else None
         estimate = vocoder.generate(item.units, clip)
-        store.write_json(key, {"checkpoint": vocoder.sha256, "row": score_item(item, reference, estimate, rate, embedder)})
+        row = score_item(item, reference, estimate, rate, embedder)
+        row["unit_match"] = round_trip.match(item.units, estimate) if round_trip else math.nan
+        store.write_json(key, {"checkpoint": vocoder.sha256, "row": row})
         done += 1
     return {"scored": done}
+
+
+class UnitRoundTrip:
+    """Tokenizes audio again with the run's own extractor and codebook, to compare with the input units."""
+
+    def __init__(self, config: Config, store: Store):
+        self.settings = config.tokenize.features
+        self.extractor = build_extractor(self.settings, config.prepare.sample_rate)
+        self.codebook = Codebook.load(store, CODEBOOK)
+
+    def match(self, units, wave: np.ndarray) -> float:
+        """Share of frames whose unit is the same after vocoding and tokenizing again."""
+        again = self.codebook.assign(extract_features(self.extractor, wave, self.settings))
+        count = min(len(again), len(units))
+        return float(np.mean(np.asarray(units[:count]) == again[:count])) if count else math.nan
 
 
 def score_item(item, reference: np.ndarray, estimate: np.ndarray, rate: int, embedder) -> dict[str, Any]:
