@@ -50,10 +50,10 @@ REPO = Path(__file__).resolve().parent.parent
 NUM_UNITS = 100
 RTF_SECONDS = 10.0
 # Each preset's training setup: a config and its overrides, and how many steps to time by default
-# (v1 on a CPU takes seconds per step, so it gets fewer).
+# (v1 at the base batch takes a minute or more per GAN step on a small CPU, so it gets two).
 SETUPS = {
     "tiny": ("jobs/demo.yaml", [], 10),
-    "v1": ("jobs/base.yaml", ["train.generator.size=v1"], 3),
+    "v1": ("jobs/base.yaml", ["train.generator.size=v1"], 2),
 }
 
 
@@ -84,7 +84,7 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--presets", nargs="+", default=list(SETUPS), choices=list(SETUPS),
                         help="generator presets to time (default: tiny v1)")
     parser.add_argument("--steps", type=int,
-                        help="timed training steps per phase (default: tiny 10, v1 3)")
+                        help="timed training steps per phase (default: tiny 10, v1 2)")
     parser.add_argument("--warmup-steps", type=int, default=1,
                         help="untimed training steps before each phase (default: 1)")
     parser.add_argument("--runs", type=int, default=3, help="timed generator calls for the RTF median (default: 3)")
@@ -261,6 +261,10 @@ def machine_lines(device: torch.device, load_at_start: tuple[float, ...]) -> lis
         f"load average (1, 5, 15 min) at start {_load(load_at_start)}, at end {_load(os.getloadavg())}: "
         "other work on the machine slows every figure",
     ]
+    if load_at_start[0] >= 0.5 * (os.cpu_count() or 1) and torch.get_num_threads() > 1:
+        # Measured: on 2 busy cores, 2-thread steps ran 10-25x slower than on idle ones.
+        lines.append("WARNING: the machine was busy at start; torch's threads wait on each other when cores are "
+                     "shared, so figures may be many times too slow (try an idle machine or --threads 1)")
     return lines
 
 

@@ -112,3 +112,36 @@ def test_checkpoint_from_another_codebook_is_refused(tokenized_run, tmp_path):
         ckpt.load_generator_weights(store, LATEST, expected)
     with pytest.raises(ckpt.CheckpointMismatch, match="num_units: checkpoint 20, expected 50"):
         ckpt.load_generator_weights(store, LATEST, expected)
+
+
+def test_early_stopping_ends_training_when_validation_stops_improving(tokenized_run, tmp_path):
+    store = _run(tokenized_run, tmp_path)
+    config = _config("train.max_steps=50", "train.validate_every=1", "train.early_stopping.patience=2",
+                     "train.early_stopping.min_delta=1000")  # only the first validation can count as better
+    result = run_stage(config, store, "train")
+    assert result.summary["stopped_early"] is True
+    assert result.summary["steps"] == 3
+    validations = [row for row in store.read_jsonl("train/training_log.jsonl") if "validation/mel" in row]
+    assert [row["validation/improved"] for row in validations] == [True, False, False]
+    assert store.exists("train/checkpoints/best.pt")
+
+
+def test_lora_adaptation_starts_from_another_run_and_trains_adapters_only(tokenized_run, tmp_path):
+    base = _run(tokenized_run, tmp_path, "base")
+    run_stage(_config("train.max_steps=1"), base, "train")
+    initial = _generator_weights(base)
+    adapted = _run(tokenized_run, tmp_path, "adapted")
+    lora = ["train.generator.lora.rank=2", f"train.init_from={base.url(LATEST)}", "train.max_steps=2",
+            "train.lr_generator=0.01"]
+    run_stage(_config(*lora), adapted, "train")
+    weights = _generator_weights(adapted)
+    adapters = [name for name in weights if ".down." in name or ".up." in name]
+    assert adapters, "adapter weights must be in the checkpoint"
+    changed = [name for name in adapters if name.endswith(".up.weight") and weights[name].abs().sum() > 0]
+    assert changed, "the adapters must have trained"
+    for name, tensor in initial.items():
+        same = [key for key in weights if key.replace(".base.", ".") == name]
+        assert same and torch.equal(weights[same[0]], tensor), f"{name} must stay frozen"
+    with pytest.raises(ckpt.CheckpointMismatch, match="generator.resblock"):
+        run_stage(_config(*lora, "train.generator.resblock=grouped", "train.generator.size=custom"),
+                  _run(tokenized_run, tmp_path, "other"), "train")

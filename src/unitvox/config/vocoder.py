@@ -223,7 +223,12 @@ class EarlyStoppingConfig:
 
 @dataclass
 class TrainConfig:
-    """The unit vocoder's training run."""
+    """The unit vocoder's training run.
+
+    `init_from` names a checkpoint (a URI, or `best`/`latest` of another run given as a URI) whose
+    generator starts this run; with `generator.lora` set, only the adapters then train (speaker
+    adaptation). Resuming this run's own latest checkpoint always wins over it.
+    """
 
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
@@ -250,6 +255,7 @@ class TrainConfig:
     precision: str = "auto"
     device: str = "auto"
     num_workers: int = 0
+    init_from: str = ""
 
     EXECUTION_KEYS = ("precision", "device", "num_workers", "log_every")
 

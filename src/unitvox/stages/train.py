@@ -17,7 +17,7 @@ from unitvox.config import Config, ConfigError
 from unitvox.stages import Context, IncompleteError, Phase
 from unitvox.stages.record import upstream, write_success
 from unitvox.stages.tokenize import CODEBOOK, UNITS
-from unitvox.store import Store
+from unitvox.store import Store, split_uri
 from unitvox.vocoder import checkpoint as ckpt
 from unitvox.vocoder.data import AudioReader, UnitAudioDataset, load_items, speaker_index, split_items
 from unitvox.vocoder.loop import LOG, Distributed, StopFlag, Trainer
@@ -82,9 +82,11 @@ def build_trainer(context: Context, stop: StopFlag | None = None) -> Trainer:
     longest = max(len(i.units) for i in validation) if validation else 1
     validation_set = UnitAudioDataset(validation, reader, frames=longest, crop=False, **common)
     encoder = build_speaker_encoder(settings.speaker) if settings.speaker.enabled else None
-    state = build_state(settings, int(codebook["k"]), device, encoder)
     description = ckpt.describe_model(config, codebook)
-    if store.exists(LATEST) and not context.force:
+    resuming = store.exists(LATEST) and not context.force
+    initial = None if resuming or not settings.init_from else initial_generator(settings.init_from, description)
+    state = build_state(settings, int(codebook["k"]), device, encoder, initial)
+    if resuming:
         payload = ckpt.load(store, LATEST)
         ckpt.check_matches(payload["model"], description, store.url(LATEST))
         state.load_state_dict(payload)
@@ -97,6 +99,17 @@ def build_trainer(context: Context, stop: StopFlag | None = None) -> Trainer:
             state.speaker_encoder = wrap(encoder, device_ids=ids)
     return Trainer(config, store, state, train_set, validation_set, description, device, context.metrics,
                    distributed, stop or StopFlag())
+
+
+def initial_generator(uri: str, description: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Generator weights to start from: the architecture must match, LoRA aside (adapters are added after)."""
+    source, key = split_uri(uri)
+    payload = ckpt.load(source, key)
+    without_lora = lambda d: {**d, "generator": {k: v for k, v in d["generator"].items() if k != "lora"}}
+    ckpt.check_matches(without_lora(payload["model"]), without_lora(description), f"train.init_from {uri}")
+    if payload["model"]["generator"]["lora"]["rank"]:
+        raise ConfigError(f"train.init_from: {uri} has LoRA adapters; merge them into a plain checkpoint first")
+    return payload["generator"]
 
 
 def fit(context: Context, stop: StopFlag | None = None) -> dict[str, Any]:

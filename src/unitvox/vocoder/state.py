@@ -76,10 +76,17 @@ def _unwrap(module: nn.Module) -> nn.Module:
 
 
 def build_state(config: TrainConfig, num_units: int, device: torch.device,
-                speaker_encoder: nn.Module | None = None) -> TrainState:
-    """Models, optimizers and schedulers from the config; seeded so every rank starts identical."""
+                speaker_encoder: nn.Module | None = None,
+                initial_generator: dict[str, torch.Tensor] | None = None) -> TrainState:
+    """Models, optimizers and schedulers from the config; seeded so every rank starts identical.
+
+    `initial_generator` (weights of a plain generator of the same architecture) is loaded before
+    LoRA adapters are added, which is how a trained vocoder is adapted to a new speaker.
+    """
     torch.manual_seed(config.seed)
     generator = UnitGenerator(config.generator, num_units)
+    if initial_generator is not None:
+        generator.load_state_dict(initial_generator)
     if config.generator.lora.rank:
         apply_lora(generator, config.generator.lora)
     discriminators = Discriminators(config.discriminator, key="train.discriminator")
