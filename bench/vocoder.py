@@ -8,10 +8,12 @@ For each preset it prints parameter counts, then:
   frames, batch 1) under torch.inference_mode, the median of `--runs` calls after one warm-up call;
   once as training leaves the generator (weight norm on, as `Trainer.generate` runs it) and once with
   weight norm folded into plain weights (`remove_weight_norm`, what an exported model would run);
+  with speaker conditioning on, the timed call also embeds a reference clip, as `Trainer.generate` does;
 - training steps per second through `Trainer.train_step` itself: generator-only steps (the warm-up
   phase, mel loss alone) and full GAN steps (a discriminator update, then a generator update with
-  the adversarial and feature-matching terms), on random units and random audio of the configured
-  batch size and segment length.
+  the adversarial and feature-matching terms, and the contrastive speaker term where the config has
+  speaker conditioning), on random units, audio and references of the configured batch size and
+  segment length.
 The setups: `tiny` trains with jobs/demo.yaml's `train:` section, `v1` with jobs/base.yaml (the
 default discriminators) and `train.generator.size=v1`. On a GPU (`--device cuda`) the trainer's own
 autocast (precision=auto: bf16) applies to both figures.
@@ -44,6 +46,7 @@ from unitvox.store.local import LocalStore  # noqa: E402
 from unitvox.vocoder.data import AudioReader, UnitAudioDataset  # noqa: E402
 from unitvox.vocoder.generator import UnitGenerator, remove_weight_norm  # noqa: E402
 from unitvox.vocoder.loop import Trainer  # noqa: E402
+from unitvox.vocoder.speaker import build_speaker_encoder  # noqa: E402
 from unitvox.vocoder.state import build_state  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -63,6 +66,7 @@ class Result:
 
     preset: str
     generator_parameters: int
+    speaker_encoder_parameters: int | None
     discriminator_parameters: dict[str, int]
     rtf_weight_norm: float
     rtf_folded: float
@@ -130,7 +134,8 @@ def build_trainer(config: configuration.Config, device: torch.device, scratch: P
     checkpoints, which never run here: empty datasets over an empty scratch store stand in.
     """
     settings = config.train
-    state = build_state(settings, NUM_UNITS, device)
+    encoder = build_speaker_encoder(settings.speaker) if settings.speaker.enabled else None
+    state = build_state(settings, NUM_UNITS, device, encoder)
     store = LocalStore(str(scratch))
     empty = UnitAudioDataset([], AudioReader(store), frames=1, hop=settings.generator.hop_samples,
                              pad_unit=NUM_UNITS, speakers={}, crop=False)
@@ -138,19 +143,31 @@ def build_trainer(config: configuration.Config, device: torch.device, scratch: P
 
 
 def random_batch(config: configuration.Config, device: torch.device) -> dict[str, torch.Tensor]:
-    """A training batch shaped as the loader makes it: units (B, F), audio (B, F * hop), valid, speaker (B,)."""
+    """A training batch shaped as the loader makes it: units (B, F), audio (B, F * hop), valid and
+    speaker (B,), and with speaker conditioning reference (B, R)."""
     settings = config.train
     hop = settings.generator.hop_samples
     frames = max(1, int(settings.segment_seconds * config.prepare.sample_rate) // hop)  # as stages/train.py
     batch = settings.batch_size
     generator = torch.Generator().manual_seed(0)
-    audio = (0.1 * torch.randn(batch, frames * hop, generator=generator)).clamp(-1, 1)
-    return {
-        "units": torch.randint(0, NUM_UNITS, (batch, frames), generator=generator).to(device),
-        "audio": audio.to(device),
-        "valid": torch.full((batch,), frames * hop).to(device),
-        "speaker": torch.zeros(batch, dtype=torch.long).to(device),
+    found = {
+        "units": torch.randint(0, NUM_UNITS, (batch, frames), generator=generator),
+        "audio": random_audio((batch, frames * hop), generator),
+        "valid": torch.full((batch,), frames * hop),
+        # Pairs of items share a speaker, so every item has other speakers' references as negatives.
+        "speaker": torch.arange(batch) // 2,
     }
+    if settings.speaker.enabled:
+        found["reference"] = random_audio((batch, reference_samples(config)), generator)
+    return {name: value.to(device) for name, value in found.items()}
+
+
+def random_audio(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    return (0.1 * torch.randn(shape, generator=generator)).clamp(-1, 1)
+
+
+def reference_samples(config: configuration.Config) -> int:
+    return int(config.train.speaker.reference_seconds * config.prepare.sample_rate)  # as stages/train.py
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,8 +183,8 @@ def seconds_per_step(trainer: Trainer, batch: dict[str, torch.Tensor], adversari
                      warmup: int, steps: int) -> float:
     """Mean wall seconds of `Trainer.train_step` over `steps` calls after `warmup` untimed ones.
 
-    Whether a step is adversarial is the loop's own test, `step >= generator_warmup_steps`; the step
-    counter is pinned on either side of a one-step warm-up (the loop increments it, train_step not).
+    train_step itself decides whether a step is adversarial (`step >= generator_warmup_steps`); with
+    that set to 1, holding the step counter (which only the loop advances) at 0 or 1 picks the phase.
     """
     trainer.settings.generator_warmup_steps = 1
     trainer.state.step = 1 if adversarial else 0
@@ -182,24 +199,32 @@ def seconds_per_step(trainer: Trainer, batch: dict[str, torch.Tensor], adversari
 
 
 def real_time_factor(trainer: Trainer, generator: torch.nn.Module, runs: int) -> float:
-    """Median compute seconds per second of audio for one RTF_SECONDS utterance, after a warm-up call."""
-    sample_rate = trainer.config.prepare.sample_rate
-    hop = generator.hop_samples
+    """Median compute seconds per second of audio for one RTF_SECONDS utterance, after a warm-up call.
+
+    With a speaker encoder the call embeds a random reference clip first, as `Trainer.generate` does.
+    """
+    config, encoder = trainer.config, trainer.state.speaker_encoder
+    sample_rate, hop = config.prepare.sample_rate, generator.hop_samples
     frames = int(RTF_SECONDS * sample_rate) // hop
-    units = torch.randint(0, NUM_UNITS, (1, frames), generator=torch.Generator().manual_seed(1)).to(trainer.device)
-    generator.eval()
+    random = torch.Generator().manual_seed(1)
+    units = torch.randint(0, NUM_UNITS, (1, frames), generator=random).to(trainer.device)
+    reference = random_audio((1, reference_samples(config)), random).to(trainer.device) if encoder else None
+    modules = [module for module in (generator, encoder) if module is not None]
+    for module in modules:
+        module.eval()
 
     def call() -> float:
         synchronise(trainer.device)
         started = time.perf_counter()
         with torch.inference_mode(), trainer.autocast():
-            generator(units)
+            generator(units, encoder(reference) if encoder else None)
         synchronise(trainer.device)
         return time.perf_counter() - started
 
     call()
     elapsed = statistics.median(call() for _ in range(runs))
-    generator.train()
+    for module in modules:
+        module.train()
     return elapsed / (frames * hop / sample_rate)
 
 
@@ -235,6 +260,7 @@ def bench_preset(preset: str, arguments: argparse.Namespace, device: torch.devic
     return Result(
         preset=preset,
         generator_parameters=parameters(state.generator),
+        speaker_encoder_parameters=parameters(state.speaker_encoder) if state.speaker_encoder else None,
         discriminator_parameters={name: parameters(module)
                                   for name, module in state.discriminators.discriminators.items()},
         rtf_weight_norm=rtf_weight_norm, rtf_folded=rtf_folded,
@@ -247,29 +273,40 @@ def bench_preset(preset: str, arguments: argparse.Namespace, device: torch.devic
 # Report
 
 
-def machine_lines(device: torch.device, load_at_start: tuple[float, ...]) -> list[str]:
+def machine_busy_seconds() -> float:
+    """CPU seconds every process has used since boot, from /proc/stat (NaN where there is none)."""
+    stat = Path("/proc/stat")
+    if not stat.exists():
+        return float("nan")
+    user, nice, system, idle, iowait, *rest = (int(v) for v in stat.read_text().split("\n", 1)[0].split()[1:])
+    return (user + nice + system + sum(rest[:3])) / os.sysconf("SC_CLK_TCK")  # irq, softirq, steal
+
+
+def own_busy_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def machine_lines(device: torch.device, other_seconds: float, wall_seconds: float) -> list[str]:
     model = "unknown"
     if Path("/proc/cpuinfo").exists():
         model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                       if line.startswith("model name")), model)
+    other_share = other_seconds / (wall_seconds * (os.cpu_count() or 1))
     lines = [
         f"machine: {os.cpu_count()} CPUs ({len(os.sched_getaffinity(0))} usable), {model}",
         f"torch {torch.__version__}: {torch.get_num_threads()} intra-op threads, "
         f"{torch.get_num_interop_threads()} inter-op threads",
         f"device: {device}" + (f" ({torch.cuda.get_device_name(device)}), autocast as precision=auto: bf16"
                                if device.type == "cuda" else ", fp32 (precision=auto on a CPU)"),
-        f"load average (1, 5, 15 min) at start {_load(load_at_start)}, at end {_load(os.getloadavg())}: "
-        "other work on the machine slows every figure",
+        f"other processes used {other_seconds:.0f} CPU s during the {wall_seconds:.0f} s run "
+        f"({other_share:.0%} of the machine)",
     ]
-    if load_at_start[0] >= 0.5 * (os.cpu_count() or 1) and torch.get_num_threads() > 1:
-        # Measured: on 2 busy cores, 2-thread steps ran 10-25x slower than on idle ones.
-        lines.append("WARNING: the machine was busy at start; torch's threads wait on each other when cores are "
-                     "shared, so figures may be many times too slow (try an idle machine or --threads 1)")
+    if other_share > 0.05:
+        # Measured: on 2 shared cores, 2-thread training steps ran 10-25x slower than on idle ones.
+        lines.append("WARNING: other work shared the CPUs; torch's threads wait on each other when cores are "
+                     "shared, so figures may be many times too slow (rerun on an idle machine, or with --threads 1)")
     return lines
-
-
-def _load(averages: tuple[float, ...]) -> str:
-    return "/".join(f"{value:.1f}" for value in averages)
 
 
 def _millions(count: int) -> str:
@@ -277,18 +314,19 @@ def _millions(count: int) -> str:
 
 
 def table_lines(results: list[Result]) -> list[str]:
-    header = (f"{'preset':<6} {'G params':>8} {'D params (mpd+mrd)':>22} {'RTF':>7} {'x-real':>7} "
+    header = (f"{'preset':<6} {'G params':>8} {'speaker enc':>11} {'D params (mpd+mrd)':>22} {'RTF':>7} {'x-real':>7} "
               f"{'RTF folded':>10} {'x-real':>7}   {'batch':>11} {'steps':>5} {'G-only s/step':>13} "
               f"{'G-only step/s':>13} {'GAN s/step':>10} {'GAN step/s':>10} {'D share':>7}")
     lines = [header, "-" * len(header)]
     for r in results:
         discriminators = "+".join(_millions(count) for count in r.discriminator_parameters.values())
         share = (r.gan_seconds - r.generator_only_seconds) / r.gan_seconds
+        encoder = "off" if r.speaker_encoder_parameters is None else _millions(r.speaker_encoder_parameters)
         lines.append(
-            f"{r.preset:<6} {_millions(r.generator_parameters):>8} {discriminators:>22} "
-            f"{r.rtf_weight_norm:>7.3f} {1 / r.rtf_weight_norm:>7.1f} {r.rtf_folded:>10.3f} {1 / r.rtf_folded:>7.1f}"
+            f"{r.preset:<6} {_millions(r.generator_parameters):>8} {encoder:>11} {discriminators:>22} "
+            f"{r.rtf_weight_norm:>7.4f} {1 / r.rtf_weight_norm:>7.1f} {r.rtf_folded:>10.4f} {1 / r.rtf_folded:>7.1f}"
             f"   {f'{r.batch_size} x {r.segment_seconds:g} s':>11} {r.steps:>5} {r.generator_only_seconds:>13.3f} "
-            f"{1 / r.generator_only_seconds:>13.2f} {r.gan_seconds:>10.3f} {1 / r.gan_seconds:>10.2f} {share:>7.0%}"
+            f"{1 / r.generator_only_seconds:>13.3g} {r.gan_seconds:>10.3f} {1 / r.gan_seconds:>10.3g} {share:>7.0%}"
         )
     return lines
 
@@ -306,25 +344,28 @@ def reproduce_command(arguments: argparse.Namespace) -> str:
 
 def main() -> int:
     arguments = parse_arguments()
-    load_at_start = os.getloadavg()
     if arguments.threads is not None:
         torch.set_num_threads(arguments.threads)
     device = torch.device(arguments.device)
-    started = time.perf_counter()
+    started, machine_at_start, own_at_start = time.perf_counter(), machine_busy_seconds(), own_busy_seconds()
     results = []
     with tempfile.TemporaryDirectory(prefix="unitvox-bench-vocoder-") as scratch:
         for preset in arguments.presets:
             results.append(bench_preset(preset, arguments, device, Path(scratch), lambda line: print(line, flush=True)))
+    wall_seconds = time.perf_counter() - started
+    other_seconds = machine_busy_seconds() - machine_at_start - (own_busy_seconds() - own_at_start)
     print()
-    print("\n".join(machine_lines(device, load_at_start)))
+    print("\n".join(machine_lines(device, other_seconds, wall_seconds)))
     print(f"RTF: compute s per audio s, one {RTF_SECONDS:g} s utterance, batch 1, inference_mode, median of "
           f"{arguments.runs} after a warm-up; folded: weight norm removed. x-real = 1 / RTF")
     print(f"steps: Trainer.train_step on random data, mean of the timed steps after {arguments.warmup_steps} "
           "warm-up; G-only: generator warm-up phase (mel loss only); GAN: discriminator + generator update; "
           "D share = (GAN - G-only) / GAN")
-    print("setups: tiny = jobs/demo.yaml train section; v1 = jobs/base.yaml defaults + train.generator.size=v1")
+    print("setups: tiny = jobs/demo.yaml train section; v1 = jobs/base.yaml train section + train.generator.size=v1; "
+          "speaker enc: the speaker encoder's parameters when the setup conditions on speakers (its "
+          "contrastive loss is in both step kinds)")
     print("\n".join(table_lines(results)))
-    print(f"total {time.perf_counter() - started:.0f} s; reproduce: {reproduce_command(arguments)}")
+    print(f"total {wall_seconds:.0f} s; reproduce: {reproduce_command(arguments)}")
     return 0
 
 

@@ -194,18 +194,19 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.handler(args)
-    except ConfigError as error:
-        print(f"unitvox: config error: {error}", file=sys.stderr)
-        return EXIT_CONFIG
-    except StoreError as error:
-        print(f"unitvox: store error: {error}", file=sys.stderr)
-        return EXIT_FAILED
-    except Interrupted as error:
-        print(f"unitvox: interrupted: {error}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except IncompleteError as error:
-        print(f"unitvox: not ready: {error}", file=sys.stderr)
-        return EXIT_FAILED
+    except tuple(kind for kind, _, _ in _FAILURES) as error:
+        label, code = next((label, code) for kind, label, code in _FAILURES if isinstance(error, kind))
+        print(f"unitvox: {label}: {error}", file=sys.stderr)
+        return code
+
+
+# What a known failure prints and exits with; a traceback is left for the unexpected.
+_FAILURES = (
+    (ConfigError, "config error", EXIT_CONFIG),
+    (StoreError, "store error", EXIT_FAILED),
+    (Interrupted, "interrupted", EXIT_INTERRUPTED),
+    (IncompleteError, "not ready", EXIT_FAILED),
+)
 
 
 __all__ = ["COMMANDS", "build_parser", "main"]

@@ -9,14 +9,14 @@ from typing import Any
 
 import numpy as np
 
-from unitvox.config import KMeansConfig
+from unitvox.config import ConfigError, KMeansConfig
 from unitvox.store import Store
 
 CENTROIDS = "centroids.npy"
 FINGERPRINT = "codebook.json"
 
 
-class CodebookMismatch(ValueError):
+class CodebookMismatch(ConfigError):
     """Units or features made with another codebook or feature setup than the one at hand."""
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from unitvox.config import Config
+from unitvox.config import Config, ConfigError
 from unitvox.store import Store
 
 FORMAT = "unitvox-vocoder/1"
@@ -21,7 +21,7 @@ CHECKPOINTS = "train/checkpoints"
 CODEBOOK_KEYS = ("hash", "k", "extractor", "model", "layer", "sample_rate", "hop_seconds")
 
 
-class CheckpointMismatch(ValueError):
+class CheckpointMismatch(ConfigError):
     """A checkpoint that does not fit the model or codebook at hand; the message lists the differences."""
 
 
