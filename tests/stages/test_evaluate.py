@@ -17,7 +17,8 @@ from unitvox.store import LocalStore
 SHRINK = ["tokenize.kmeans.k=20", "tokenize.kmeans.sample_frames=4000", "train.segment_seconds=0.25",
           "train.batch_size=4", "train.max_steps=2", "train.generator_warmup_steps=1", "train.validate_every=2",
           "train.validation_items=3", "train.sample_every=1000", "evaluate.speaker_embedder=mfcc_stats",
-          "samples.count=2"]
+          "samples.count=2", "train.speaker.enabled=false", "train.generator.speaker_embedding_dim=0",
+          "evaluate.gates.unit_match_min=null"]
 SPEAKER = ["train.speaker.enabled=true", "train.generator.speaker_embedding_dim=64"]
 
 

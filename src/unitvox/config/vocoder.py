@@ -282,10 +282,10 @@ class TrainConfig:
         _require(self.device in ("auto", "cpu") or self.device.startswith("cuda"), f"{key}.device",
                  f"must be auto, cpu or cuda[:N], got {self.device!r}")
         _require(self.num_workers >= 0, f"{key}.num_workers", "must not be negative")
-        if self.speaker.enabled:
-            _require(self.generator.speaker_embedding_dim == self.speaker.embedding_dim,
-                     f"{key}.generator.speaker_embedding_dim",
-                     f"must equal train.speaker.embedding_dim ({self.speaker.embedding_dim}) when speaker.enabled")
+        expected = self.speaker.embedding_dim if self.speaker.enabled else 0
+        _require(self.generator.speaker_embedding_dim == expected, f"{key}.generator.speaker_embedding_dim",
+                 f"is {self.generator.speaker_embedding_dim}, but must be {expected} with train.speaker.enabled "
+                 f"{str(self.speaker.enabled).lower()} (FiLM conditioning takes the speaker encoder's embedding)")
 
 
 def expand_generator_preset(raw: dict) -> dict:

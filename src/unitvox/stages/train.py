@@ -21,7 +21,6 @@ from unitvox.store import Store, split_uri
 from unitvox.vocoder import checkpoint as ckpt
 from unitvox.vocoder.data import AudioReader, UnitAudioDataset, load_items, speaker_index, split_items
 from unitvox.vocoder.loop import LOG, Distributed, StopFlag, Trainer
-from unitvox.vocoder.speaker import build_speaker_encoder
 from unitvox.vocoder.state import build_state
 
 PHASES = (Phase("fit"),)
@@ -81,11 +80,10 @@ def build_trainer(context: Context, stop: StopFlag | None = None) -> Trainer:
     train_set = UnitAudioDataset(training, reader, frames=frames, crop=True, **common)
     longest = max(len(i.units) for i in validation) if validation else 1
     validation_set = UnitAudioDataset(validation, reader, frames=longest, crop=False, **common)
-    encoder = build_speaker_encoder(settings.speaker) if settings.speaker.enabled else None
     description = ckpt.describe_model(config, codebook)
     resuming = store.exists(LATEST) and not context.force
     initial = None if resuming or not settings.init_from else initial_generator(settings.init_from, description)
-    state = build_state(settings, int(codebook["k"]), device, encoder, initial)
+    state = build_state(settings, int(codebook["k"]), device, initial)
     if resuming:
         payload = ckpt.load(store, LATEST)
         ckpt.check_matches(payload["model"], description, store.url(LATEST))
@@ -95,8 +93,8 @@ def build_trainer(context: Context, stop: StopFlag | None = None) -> Trainer:
         ids = [device.index] if device.type == "cuda" else None
         state.generator = wrap(state.generator, device_ids=ids)
         state.discriminators = wrap(state.discriminators, device_ids=ids)
-        if encoder is not None and not settings.speaker.freeze_encoder:
-            state.speaker_encoder = wrap(encoder, device_ids=ids)
+        if state.speaker_encoder is not None and not settings.speaker.freeze_encoder:
+            state.speaker_encoder = wrap(state.speaker_encoder, device_ids=ids)
     return Trainer(config, store, state, train_set, validation_set, description, device, context.metrics,
                    distributed, stop or StopFlag())
 

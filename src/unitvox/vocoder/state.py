@@ -14,6 +14,7 @@ from unitvox.config import TrainConfig
 from unitvox.vocoder.discriminators import Discriminators
 from unitvox.vocoder.generator import UnitGenerator
 from unitvox.vocoder.lora import apply_lora, lora_parameters
+from unitvox.vocoder.speaker import build_speaker_encoder
 
 
 @dataclass
@@ -76,7 +77,6 @@ def _unwrap(module: nn.Module) -> nn.Module:
 
 
 def build_state(config: TrainConfig, num_units: int, device: torch.device,
-                speaker_encoder: nn.Module | None = None,
                 initial_generator: dict[str, torch.Tensor] | None = None) -> TrainState:
     """Models, optimizers and schedulers from the config; seeded so every rank starts identical.
 
@@ -84,6 +84,7 @@ def build_state(config: TrainConfig, num_units: int, device: torch.device,
     LoRA adapters are added, which is how a trained vocoder is adapted to a new speaker.
     """
     torch.manual_seed(config.seed)
+    speaker_encoder = build_speaker_encoder(config.speaker) if config.speaker.enabled else None
     generator = UnitGenerator(config.generator, num_units)
     if initial_generator is not None:
         generator.load_state_dict(initial_generator)
