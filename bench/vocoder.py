@@ -46,7 +46,6 @@ from unitvox.store.local import LocalStore  # noqa: E402
 from unitvox.vocoder.data import AudioReader, UnitAudioDataset  # noqa: E402
 from unitvox.vocoder.generator import UnitGenerator, remove_weight_norm  # noqa: E402
 from unitvox.vocoder.loop import Trainer  # noqa: E402
-from unitvox.vocoder.speaker import build_speaker_encoder  # noqa: E402
 from unitvox.vocoder.state import build_state  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -134,8 +133,7 @@ def build_trainer(config: configuration.Config, device: torch.device, scratch: P
     checkpoints, which never run here: empty datasets over an empty scratch store stand in.
     """
     settings = config.train
-    encoder = build_speaker_encoder(settings.speaker) if settings.speaker.enabled else None
-    state = build_state(settings, NUM_UNITS, device, encoder)
+    state = build_state(settings, NUM_UNITS, device)  # with the speaker encoder when the config asks for one
     store = LocalStore(str(scratch))
     empty = UnitAudioDataset([], AudioReader(store), frames=1, hop=settings.generator.hop_samples,
                              pad_unit=NUM_UNITS, speakers={}, crop=False)

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-CORPUS = Path(__file__).resolve().parents[1] / ".." / "shared" / "corpus" / "librispeech-mini"
 
 
 def speech_like(seconds: float, rate: int = 16000, seed: int = 0, level_db: float = -20.0) -> np.ndarray:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from synth import CORPUS, speech_like
+from synth import speech_like
 from unitvox.evaluation.metrics import cosine_similarity
 from unitvox.evaluation.speaker import (
     SilentInputError,
@@ -17,14 +17,24 @@ from unitvox.evaluation.speaker import (
 RATE = 16000
 
 
-def corpus_speech(reader: str, index: int, seconds: float = 3.0) -> np.ndarray:
-    """The first `seconds` of a reader's utterance from ../shared/corpus/librispeech-mini, (T,) float32."""
-    if not CORPUS.is_dir():
-        pytest.skip(f"real speech needed and {CORPUS} is missing (it sits beside the checkout in ../shared)")
-    path = sorted((CORPUS / reader).glob("*.flac"))[index]
-    wave, rate = soundfile.read(path, dtype="float32")
-    assert rate == RATE
-    return wave[: int(seconds * rate)]
+@pytest.fixture(scope="module")
+def corpus_speech(speech_corpus):
+    """Reads the first seconds of a reader's utterance, (T,) float32 at 16 kHz; readers by sorted position.
+
+    On librispeech-mini readers 0 and 2 are 1688 and 2033, both male; the synthetic fallback
+    corpus alternates male and female voices, so 0 and 2 are male there too.
+    """
+    import soxr
+
+    readers = sorted(folder for folder in speech_corpus.iterdir() if folder.is_dir())
+
+    def read(reader: int, index: int, seconds: float = 3.0) -> np.ndarray:
+        path = sorted(p for p in readers[reader].iterdir() if p.suffix in (".flac", ".wav"))[index]
+        wave, rate = soundfile.read(path, dtype="float32")
+        wave = soxr.resample(wave, rate, RATE).astype(np.float32) if rate != RATE else wave
+        return wave[: int(seconds * RATE)]
+
+    return read
 
 
 @pytest.fixture(scope="module")
@@ -84,10 +94,10 @@ def test_missing_resemblyzer_says_how_to_install_it(monkeypatch):
         build_speaker_embedder("resemblyzer")
 
 
-def test_resemblyzer_tells_same_speaker_from_different_speaker(resemblyzer_embedder):
+def test_resemblyzer_tells_same_speaker_from_different_speaker(resemblyzer_embedder, corpus_speech):
     # Two male readers, so the test cannot pass on voice pitch range alone.
-    first, second = (resemblyzer_embedder.embed(corpus_speech("1688", index), RATE) for index in (0, 1))
-    other = resemblyzer_embedder.embed(corpus_speech("2033", 0), RATE)
+    first, second = (resemblyzer_embedder.embed(corpus_speech(0, index), RATE) for index in (0, 1))
+    other = resemblyzer_embedder.embed(corpus_speech(2, 0), RATE)
     for embedding in (first, second, other):
         assert embedding.shape == (256,)
         assert np.linalg.norm(embedding) == pytest.approx(1.0, abs=1e-5)
@@ -97,8 +107,8 @@ def test_resemblyzer_tells_same_speaker_from_different_speaker(resemblyzer_embed
 
 
 @pytest.mark.parametrize("seconds", [1.0, 1.5])
-def test_resemblyzer_embeds_short_clips(resemblyzer_embedder, seconds):
-    clip = corpus_speech("1998", 0, seconds)
+def test_resemblyzer_embeds_short_clips(resemblyzer_embedder, corpus_speech, seconds):
+    clip = corpus_speech(1, 0, seconds)
     embedding = resemblyzer_embedder.embed(clip, RATE)
     assert np.all(np.isfinite(embedding))
     assert np.linalg.norm(embedding) == pytest.approx(1.0, abs=1e-5)

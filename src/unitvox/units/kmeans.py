@@ -1,4 +1,4 @@
-"""K-Means codebooks: fitted with scikit-learn, stored as `.npy` plus a JSON fingerprint (no pickle)."""
+"""K-Means codebooks: fitted with scikit-learn, stored as `.npy` plus a JSON fingerprint (nothing pickled)."""
 
 from __future__ import annotations
 
