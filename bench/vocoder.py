@@ -14,7 +14,7 @@ For each preset it prints parameter counts, then:
   the adversarial and feature-matching terms, and the contrastive speaker term where the config has
   speaker conditioning), on random units, audio and references of the configured batch size and
   segment length.
-The setups: `tiny` trains with jobs/demo.yaml's `train:` section, `v1` with jobs/base.yaml (the
+The setups: `tiny` trains with jobs/demo.yaml's `train:` section, `v1` with jobs/base.yaml's (the
 default discriminators) and `train.generator.size=v1`. On a GPU (`--device cuda`) the trainer's own
 autocast (precision=auto: bf16) applies to both figures.
 """
