@@ -1,5 +1,6 @@
 """train: a smoke run of the shipped tiny config, SIGTERM and resume, DDP on CPU, mismatched checkpoints."""
 
+import os
 import shutil
 import signal
 import subprocess
@@ -59,7 +60,7 @@ def test_sigterm_then_resume_matches_an_uninterrupted_run(tokenized_run, tmp_pat
     for override in [*SHRINK, *overrides]:
         argv += ["--set", override]
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={"OMP_NUM_THREADS": str(torch.get_num_threads()), **__import__("os").environ})
+                               env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())})
     latest = store.local_root / LATEST
     deadline = time.time() + 300
     while not latest.exists() and process.poll() is None and time.time() < deadline:
@@ -85,7 +86,7 @@ def test_two_process_ddp_on_cpu(tokenized_run, tmp_path):
     for override in [*SHRINK, "train.max_steps=2", "train.generator_warmup_steps=1"]:
         argv += ["--set", override]
     completed = subprocess.run(argv, capture_output=True, text=True, timeout=600,
-                               env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert completed.stdout.count("train: ran") == 2, "both ranks must finish"
     assert store.read_json("train/_SUCCESS.json")["summary"]["steps"] == 2

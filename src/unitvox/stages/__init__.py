@@ -15,15 +15,12 @@ from typing import Any
 from unitvox.config import Config, ConfigError
 from unitvox.metrics import MetricsSink, NullSink
 from unitvox.stages import record
+from unitvox.stages.record import IncompleteError
 from unitvox.store import Store
 
 
 class Interrupted(RuntimeError):
     """A stage stopped on SIGTERM after saving its progress; rerunning resumes it."""
-
-
-class IncompleteError(RuntimeError):
-    """A merge or fit that cannot run yet because some shards have not finished; names them."""
 
 
 @dataclass(frozen=True)

@@ -26,10 +26,7 @@ MOTIFS = "bpe/motifs.json"
 
 
 def inputs(config: Config, store: Store) -> dict[str, Any]:
-    try:
-        return upstream(store, "tokenize", UNITS, "bpe")
-    except FileNotFoundError as missing:
-        raise IncompleteError(str(missing)) from None
+    return upstream(store, "tokenize", UNITS, "bpe")
 
 
 def train(context: Context) -> dict[str, Any]:

@@ -38,10 +38,7 @@ SPLIT = "train/split.json"
 
 
 def inputs(config: Config, store: Store) -> dict[str, Any]:
-    try:
-        units = upstream(store, "tokenize", UNITS, "evaluate")
-    except FileNotFoundError as missing:
-        raise IncompleteError(str(missing)) from None
+    units = upstream(store, "tokenize", UNITS, "evaluate")
     source, key = checkpoint_location(store, config.evaluate.checkpoint)
     return {**units, "checkpoint": {"uri": source.url(key), **fingerprint(source, key)}}
 

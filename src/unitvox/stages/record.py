@@ -14,6 +14,10 @@ from typing import Any
 from unitvox.store import Store
 
 SUCCESS = "_SUCCESS.json"
+
+
+class IncompleteError(RuntimeError):
+    """Work that cannot run yet because earlier work (a stage, some shards) has not finished; names it."""
 _VERSIONED = ("unitvox", "numpy", "soundfile", "librosa", "scikit-learn", "sentencepiece", "torch", "transformers")
 
 
@@ -92,9 +96,9 @@ def upstream(store: Store, stage: str, output: str, reader: str) -> dict[str, st
     """Fingerprint of an earlier stage's output, from its record: `{output: sha256}`.
 
     Raises:
-        FileNotFoundError: the earlier stage has not finished; the message says to run it.
+        IncompleteError: the earlier stage has not finished; the message says to run it.
     """
     key = f"{stage}/{SUCCESS}"
     if not store.exists(key):
-        raise FileNotFoundError(f"{reader} reads {stage}'s {output}, but {store.url(key)} does not exist: run {stage} first")
+        raise IncompleteError(f"{reader} reads {stage}'s {output}, but {store.url(key)} does not exist: run {stage} first")
     return {output: store.read_json(key)["outputs"][output]["sha256"]}

@@ -37,10 +37,7 @@ REPORT = "tokenize/report.json"
 
 
 def inputs(config: Config, store: Store) -> dict[str, Any]:
-    try:
-        return upstream(store, "prepare", MANIFEST, "tokenize")
-    except FileNotFoundError as missing:
-        raise IncompleteError(str(missing)) from None
+    return upstream(store, "prepare", MANIFEST, "tokenize")
 
 
 def _segments(store: Store) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ train/_SUCCESS.json once training ends (max_steps or early stopping).
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -30,16 +31,14 @@ BEST = f"{ckpt.CHECKPOINTS}/best.pt"
 
 
 def inputs(config: Config, store: Store) -> dict[str, Any]:
-    try:
-        return upstream(store, "tokenize", UNITS, "train")
-    except FileNotFoundError as missing:
-        raise IncompleteError(str(missing)) from None
+    return upstream(store, "tokenize", UNITS, "train")
 
 
 def device_for(name: str) -> torch.device:
     if name == "auto":
-        return torch.device("cuda", int(__import__("os").environ.get("LOCAL_RANK", "0"))) \
-            if torch.cuda.is_available() else torch.device("cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))  # torchrun's rank on this node
     return torch.device(name)
 
 
