@@ -8,6 +8,7 @@ DATA ?=
 RUN ?= runs/demo
 DEMO_CORPUS := runs/demo-corpus
 PYTEST_ARGS ?=
+IMAGE ?= unitvox:latest
 
 .PHONY: install demo test test-fast clean
 
@@ -38,3 +39,12 @@ test-fast: install
 
 clean:
 	rm -rf $(RUN) $(DEMO_CORPUS) .pytest_cache
+
+# The one container image with every stage (Dockerfile); name it with IMAGE=registry/unitvox:tag.
+.PHONY: image hadolint
+
+image:
+	docker build -t $(IMAGE) .
+
+hadolint: install
+	$(BIN)/hadolint Dockerfile

@@ -95,3 +95,12 @@ def s3_bucket(s3_environment: str) -> str:
     bucket = f"unitvox-test-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=s3_environment, region_name=TEST_REGION).create_bucket(Bucket=bucket)
     return bucket
+
+
+@pytest.fixture
+def fake_kubernetes() -> Iterator[object]:
+    """A started `k8s_fake.FakeKubernetes` (a fake API server over real HTTP), stopped afterwards."""
+    from k8s_fake import FakeKubernetes
+
+    with FakeKubernetes() as fake:
+        yield fake

@@ -1,7 +1,8 @@
 """The one command surface: `unitvox <stage> --config FILE --run URI [--set key=value ...]`.
 
 Run: unitvox --help
-Exit codes: 0 done, 1 failed, 2 bad config or bad input (a Job should not retry it).
+Exit codes: 0 done, 1 failed, 2 bad config or bad input (a Job should not retry it), 3 quality gates
+failed, 4 training stopped on a critical health check, 143 stopped by SIGTERM after saving progress.
 """
 
 from __future__ import annotations
@@ -10,16 +11,19 @@ import argparse
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable
+from typing import Any
 
-from unitvox import __version__
+from unitvox import __version__, exitcodes
 from unitvox.config import ConfigError, load
-from unitvox.stages import STAGES, IncompleteError, Interrupted
+from unitvox.stages import STAGES, IncompleteError, Interrupted, Unhealthy
 from unitvox.store import StoreError, open_store
 
-EXIT_FAILED = 1
-EXIT_CONFIG = 2
-EXIT_INTERRUPTED = 143  # 128 + SIGTERM, what a preempted pod reports
+EXIT_FAILED = exitcodes.FAILED
+EXIT_CONFIG = exitcodes.CONFIG
+EXIT_INTERRUPTED = exitcodes.INTERRUPTED
+WAIT_POLL_SECONDS = 30.0
 
 _STAGE_EXAMPLES = {
     "prepare": """examples:
@@ -35,7 +39,7 @@ _STAGE_EXAMPLES = {
   torchrun --nproc-per-node 2 -m unitvox train --config jobs/base.yaml --run-root ./runs/exp1   # DDP
   unitvox train --config jobs/demo.yaml --run ./runs/demo --set train.max_steps=50""",
     "evaluate": """examples:
-  unitvox evaluate --config jobs/base.yaml --run ./runs/exp1          # exit 1 when a gate fails
+  unitvox evaluate --config jobs/base.yaml --run ./runs/exp1          # exit 3 when a gate fails
   unitvox evaluate --config jobs/base.yaml --run ./runs/exp1 --set evaluate.checkpoint=latest --set evaluate.gates.snr_db_min=0""",
     "samples": """examples:
   unitvox samples --config jobs/base.yaml --run ./runs/exp1
@@ -103,7 +107,7 @@ def _make_stage_command(stage: str) -> Callable[[argparse.Namespace], int]:
         if index is not None:
             shard = Shard(index, args.shard_count or shard_count(config, stage))
         store = open_store(args.run)
-        result = run_stage(config, store, stage, phase=args.phase, shard=shard, force=args.force)
+        result = _wait_for_inputs(lambda: run_stage(config, store, stage, phase=args.phase, shard=shard, force=args.force))
         where = f" phase {args.phase}" if args.phase else ""
         where += f" shard {shard.index}/{shard.count}" if shard else ""
         print(f"{stage}{where}: {result.status} ({result.reason}) in {result.seconds:.1f} s")
@@ -114,6 +118,32 @@ def _make_stage_command(stage: str) -> Callable[[argparse.Namespace], int]:
         return gate(config, store) if gate and final_phase and result.status != "partial" else 0
 
     return command
+
+
+def _wait_for_inputs(run: Callable[[], Any]) -> Any:
+    """Run, retrying while the inputs are not there yet, for up to $UNITVOX_WAIT_FOR_INPUTS_SECONDS.
+
+    `kubectl apply` of a whole rendered pipeline starts every Job at once; this lets a later
+    stage's pods wait for the earlier stage instead of failing. Locally the default is no wait.
+    """
+    budget = _environment_seconds(exitcodes.WAIT_FOR_INPUTS_ENV)
+    deadline = time.monotonic() + budget
+    while True:
+        try:
+            return run()
+        except IncompleteError as waiting:
+            if time.monotonic() >= deadline:
+                raise
+            print(f"waiting for inputs ({waiting}); checking again in {WAIT_POLL_SECONDS} s", file=sys.stderr)
+            time.sleep(min(WAIT_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+
+
+def _environment_seconds(name: str) -> float:
+    value = os.environ.get(name, "0") or "0"
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        raise ConfigError(f"{name}: expected a number of seconds, got {value!r}") from None
 
 
 def _job_completion_index() -> int | None:
@@ -149,7 +179,7 @@ def _pipeline(args: argparse.Namespace) -> int:
         reports = run_pipeline(config, store, config_uri=store.url("config.yaml"), stages=stages, force=args.force)
     except StepFailed as failure:
         print(f"pipeline stopped: {failure}", file=sys.stderr)
-        return failure.code if failure.code in (EXIT_CONFIG,) else EXIT_FAILED
+        return failure.code if failure.code in exitcodes.PERMANENT else EXIT_FAILED
     print("\n".join(summary_lines(reports, store.uri)))
     return 0
 
@@ -173,6 +203,24 @@ def _demo_corpus_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--utterances", type=int, default=8, help="utterances per speaker")
 
 
+def _k8s(args: argparse.Namespace) -> int:
+    from unitvox.controller import commands
+
+    return commands.run(args)
+
+
+def _k8s_arguments(parser: argparse.ArgumentParser) -> None:
+    from unitvox.controller import commands
+
+    commands.add_arguments(parser)
+
+
+def _k8s_examples() -> str:
+    from unitvox.controller.commands import EXAMPLES
+
+    return EXAMPLES
+
+
 COMMANDS = {
     "validate": (_validate, "check a config without running anything",
                  "examples:\n  unitvox validate --config jobs/base.yaml --set tokenize.kmeans.k=50", _validate_arguments),
@@ -184,6 +232,7 @@ COMMANDS = {
                  "examples:\n  unitvox pipeline --config jobs/demo.yaml --run ./runs/demo\n"
                  "  unitvox pipeline --config jobs/base.yaml --run s3://bucket/runs/exp1 --set prepare.input=s3://bucket/raw",
                  _pipeline_arguments),
+    "k8s": (_k8s, "render, submit, follow and cancel a run's Jobs on Kubernetes", _k8s_examples(), _k8s_arguments),
     "demo-corpus": (_demo_corpus, "synthesise the small multi-speaker demo corpus (espeak-ng)",
                     "examples:\n  unitvox demo-corpus --out runs/demo-corpus", _demo_corpus_arguments),
 }
@@ -205,6 +254,7 @@ _FAILURES = (
     (ConfigError, "config error", EXIT_CONFIG),
     (StoreError, "store error", EXIT_FAILED),
     (Interrupted, "interrupted", EXIT_INTERRUPTED),
+    (Unhealthy, "training unhealthy", exitcodes.UNHEALTHY),
     (IncompleteError, "not ready", EXIT_FAILED),
 )
 

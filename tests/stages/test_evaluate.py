@@ -60,13 +60,13 @@ def test_evaluate_writes_reports_and_its_exit_code_follows_the_gates(trained_run
     assert "PASS" in (root / SUMMARY).read_text()
 
     failing = _evaluate(root, "evaluate.gates.snr_db_min=100")
-    assert failing.returncode == 1
+    assert failing.returncode == 3, "a failed gate exits 3, apart from a broken run's 1"
     assert "FAILED" in failing.stdout and "snr_db" in failing.stdout
     suite = ElementTree.parse(root / JUNIT).getroot()
     failures = [case.get("name") for case in suite.iter("testcase") if case.find("failure") is not None]
     assert failures == ["snr_db_min"]
     again = _evaluate(root, "evaluate.gates.snr_db_min=100")
-    assert again.returncode == 1 and "skipped" in again.stdout, "an up-to-date failed evaluation still fails CI"
+    assert again.returncode == 3 and "skipped" in again.stdout, "an up-to-date failed evaluation still fails CI"
 
 
 def test_samples_without_speaker_conditioning(trained_run, tmp_path):

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from unitvox.config.cluster import ClusterConfig
 from unitvox.config.common import ConfigError, require
 from unitvox.config.data import (
     BpeConfig, ChecksConfig, FeaturesConfig, KMeansConfig, PipelineConfig, PrepareConfig, SplitConfig, TokenizeConfig,
@@ -24,6 +25,7 @@ from unitvox.config.vocoder import (
     GENERATOR_SIZES, RESIDUAL_BLOCKS, DiscriminatorConfig, GeneratorConfig, LoraConfig, LossWeights,
     EarlyStoppingConfig, EvaluateConfig, GatesConfig, MelSpectrogramConfig, SamplesConfig, SpeakerConfig, TrainConfig, expand_generator_preset, generator_preset,
 )
+from unitvox.config.metrics import MetricsConfig
 
 
 @dataclass
@@ -37,6 +39,8 @@ class Config:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     samples: SamplesConfig = field(default_factory=SamplesConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     def check(self) -> None:
         for section in dataclasses.fields(self):
@@ -67,18 +71,33 @@ def _hash_json(value: Any) -> str:
 
 
 def from_dict(cls: type, data: Any, key: str = "") -> Any:
-    """Build dataclass `cls` from `data`, refusing unknown keys and wrong types by dotted key."""
+    """Build dataclass `cls` from `data`, refusing unknown keys and wrong types by dotted key.
+
+    A nested section given in part keeps its field's own defaults for the keys it leaves out,
+    so `cluster.resources.train.memory` alone does not reset the train pod's GPU count.
+    """
     if not isinstance(data, dict):
         raise ConfigError(f"{key or '<root>'}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for name, value in data.items():
         dotted = f"{key}.{name}" if key else str(name)
-        if name not in names:
-            raise ConfigError(f"{dotted}: unknown key; known keys here: {sorted(names)}")
+        if name not in fields:
+            raise ConfigError(f"{dotted}: unknown key; known keys here: {sorted(fields)}")
+        default = _section_default(fields[name])
+        if default is not None and isinstance(value, dict):
+            value = merge(default, value)
         kwargs[name] = _coerce(hints[name], value, dotted)
     return cls(**kwargs)
+
+
+def _section_default(spec: dataclasses.Field) -> dict | None:
+    """The default of a nested-section field as plain data, or None for any other field."""
+    if spec.default_factory is dataclasses.MISSING:
+        return None
+    default = spec.default_factory()
+    return dataclasses.asdict(default) if dataclasses.is_dataclass(default) else None
 
 
 def _coerce(hint: Any, value: Any, key: str) -> Any:
@@ -90,6 +109,11 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         if value is None and type(None) in options:
             return None
         return _coerce(next(o for o in options if o is not type(None)), value, key)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {_describe(value)}")
+        _, item = typing.get_args(hint)
+        return {str(k): _coerce(item, v, f"{key}.{k}") for k, v in value.items()}
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected a list, got {_describe(value)}")

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 
 from unitvox.config.common import ConfigError, require as _require
+from unitvox.config.health import HealthConfig
 
 GENERATOR_SIZES = ("tiny", "v1", "custom")
 RESIDUAL_BLOCKS = ("hifigan", "grouped")
@@ -235,6 +236,7 @@ class TrainConfig:
     lambdas: LossWeights = field(default_factory=LossWeights)
     speaker: SpeakerConfig = field(default_factory=SpeakerConfig)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
     segment_seconds: float = 1.0
     batch_size: int = 16
     lr_generator: float = 2e-4
@@ -257,13 +259,15 @@ class TrainConfig:
     num_workers: int = 0
     init_from: str = ""
 
-    EXECUTION_KEYS = ("precision", "device", "num_workers", "log_every")
+    # The health monitor only watches (and may stop) a run: its settings do not change what training makes.
+    EXECUTION_KEYS = ("precision", "device", "num_workers", "log_every", "health")
 
     def check(self, key: str) -> None:
         self.generator.check(f"{key}.generator")
         self.discriminator.check(f"{key}.discriminator")
         self.speaker.check(f"{key}.speaker")
         self.early_stopping.check(f"{key}.early_stopping")
+        self.health.check(f"{key}.health")
         _require(self.segment_seconds > 0, f"{key}.segment_seconds", "must be positive")
         _require(self.batch_size >= 1, f"{key}.batch_size", "must be at least 1")
         for name in ("lr_generator", "lr_discriminator"):

@@ -19,25 +19,26 @@ from unitvox.store import Store
 
 @dataclass(frozen=True)
 class Step:
-    """One phase of a stage: the argv of each of its shards (one argv when it is not sharded)."""
+    """One phase of a stage: the argv every shard runs; a shard learns its index from JOB_COMPLETION_INDEX."""
 
     stage: str
     phase: str
-    argvs: tuple[tuple[str, ...], ...]
+    argv: tuple[str, ...]
+    sharded: bool = False
+    shards: int = 1
 
 
 def plan(config: Config, *, config_uri: str, run_uri: str, stage: str, force: bool = False) -> list[Step]:
-    """The steps of one stage: `unitvox <stage> ...` argvs, identical for subprocesses and Jobs."""
+    """The steps of one stage: `unitvox <stage> ...` argvs, identical for subprocesses and Kubernetes Jobs."""
     steps = []
     for phase in phases(stage):
-        base = ("unitvox", stage, "--config", config_uri, "--run", run_uri, "--phase", phase.name)
-        base += ("--force",) if force else ()
+        argv = ("unitvox", stage, "--config", config_uri, "--run", run_uri, "--phase", phase.name)
+        argv += ("--force",) if force else ()
         if phase.sharded:
             count = shard_count(config, stage)
-            argvs = tuple((*base, "--shard-index", str(i), "--shard-count", str(count)) for i in range(count))
+            steps.append(Step(stage, phase.name, (*argv, "--shard-count", str(count)), True, count))
         else:
-            argvs = (base,)
-        steps.append(Step(stage, phase.name, argvs))
+            steps.append(Step(stage, phase.name, argv))
     return steps
 
 
@@ -73,28 +74,29 @@ def run_pipeline(
         started = time.time()
         commands = []
         for step in plan(config, config_uri=config_uri, run_uri=store.uri, stage=stage, force=force):
-            commands.extend(" ".join(argv) for argv in step.argvs)
+            commands.append(" ".join(step.argv) + (f"  (x{step.shards} shards)" if step.sharded else ""))
             _run_step(step, workers)
         reports.append(StageReport(stage, "ran", reason, round(time.time() - started, 2), commands))
     return reports
 
 
 def _run_step(step: Step, workers: int) -> None:
-    parallel = min(workers, len(step.argvs))
-    environment = dict(os.environ)
+    parallel = min(workers, step.shards)
+    environment = {name: value for name, value in os.environ.items() if name != "JOB_COMPLETION_INDEX"}
     # Shards share the machine's cores; without this each would start a thread per core.
     if parallel > 1:
         threads = str(max(1, (os.cpu_count() or 1) // parallel))
         environment.update({name: threads for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")})
 
-    def launch(argv: tuple[str, ...]) -> int:
-        return subprocess.run([sys.executable, "-m", *argv], env=environment).returncode
+    def launch(index: int) -> int:
+        shard_environment = {**environment, "JOB_COMPLETION_INDEX": str(index)} if step.sharded else environment
+        return subprocess.run([sys.executable, "-m", *step.argv], env=shard_environment).returncode
 
     with ThreadPoolExecutor(max_workers=parallel) as pool:
-        codes = list(pool.map(launch, step.argvs))
-    for argv, code in zip(step.argvs, codes):
+        codes = list(pool.map(launch, range(step.shards)))
+    for index, code in enumerate(codes):
         if code != 0:
-            raise StepFailed(argv, code)
+            raise StepFailed(step.argv + ((f"(shard {index})",) if step.sharded else ()), code)
 
 
 def summary_lines(reports: list[StageReport], run_uri: str) -> list[str]:

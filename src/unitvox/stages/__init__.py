@@ -13,7 +13,7 @@ from types import ModuleType
 from typing import Any
 
 from unitvox.config import Config, ConfigError
-from unitvox.metrics import MetricsSink, NullSink
+from unitvox.metrics import MetricsSink, NullSink, open_sink, run_label
 from unitvox.stages import record
 from unitvox.stages.record import IncompleteError
 from unitvox.store import Store
@@ -21,6 +21,10 @@ from unitvox.store import Store
 
 class Interrupted(RuntimeError):
     """A stage stopped on SIGTERM after saving its progress; rerunning resumes it."""
+
+
+class Unhealthy(RuntimeError):
+    """Training stopped because its health monitor found it critical; the message names the reasons."""
 
 
 @dataclass(frozen=True)
@@ -110,14 +114,19 @@ def run_stage(
     shard: Shard | None = None,
     force: bool = False,
 ) -> StageResult:
-    """Run a whole stage in this process, or one phase of it (for one shard when the phase is sharded)."""
+    """Run a whole stage in this process, or one phase of it (for one shard when the phase is sharded).
+
+    Without `metrics`, each phase and shard reports to the sink `open_sink` picks from
+    `config.metrics` (served for training, pushed for short stages), closed when it ends.
+    """
     module = stage_module(stage)
     started = time.time()
     reason = "forced" if force else pending(config, store, stage)
     if reason is None:
         return StageResult(stage, "skipped", "finished earlier with the same config and inputs")
     store.write_text("config.yaml", _resolved_yaml(config))
-    selected = _select_phases(module.PHASES, phase, stage, shard)
+    all_phases = module.PHASES
+    selected = _select_phases(all_phases, phase, stage, shard)
     summary: dict[str, Any] = {}
     for step in selected:
         if step.sharded:
@@ -126,14 +135,28 @@ def run_stage(
         else:
             shards = [Shard()]
         for one in shards:
-            context = Context(config, store, metrics or NullSink(), one, force, started)
+            sink = metrics if metrics is not None else open_sink(config, run_label(store.uri), stage, shard=one.index)
+            context = Context(config, store, sink, one, force, started)
             try:
-                summary = getattr(module, step.name)(context) or {}
+                summary = _run_phase(module, step, context, last=step == all_phases[-1])
             except IncompleteError as waiting:
                 if phase is None and shard is not None:  # the last shard to finish merges
                     return StageResult(stage, "partial", str(waiting), round(time.time() - started, 3))
                 raise
+            finally:
+                if metrics is None:  # a sink given by the caller is the caller's to close
+                    sink.close()
     return StageResult(stage, "ran", reason, round(time.time() - started, 3), summary)
+
+
+def _run_phase(module: ModuleType, step: Phase, context: Context, *, last: bool) -> dict[str, Any]:
+    """Run one phase for one shard, then report its duration (and the stage's success after its last phase)."""
+    began = time.time()
+    summary = getattr(module, step.name)(context) or {}
+    context.metrics.gauge("stage_duration_seconds", time.time() - began, phase=step.name, shard=str(context.shard.index))
+    if last:
+        context.metrics.gauge("stage_last_success_timestamp_seconds", time.time())
+    return summary
 
 
 def _select_phases(all_phases: tuple[Phase, ...], phase: str | None, stage: str, shard: Shard | None) -> list[Phase]:

@@ -2,7 +2,7 @@
 
 Run: unitvox evaluate --config jobs/base.yaml --run ./runs/exp1
      unitvox evaluate --config jobs/base.yaml --run ./runs/exp1 --set evaluate.checkpoint=s3://bucket/ckpt/best.pt
-Writes evaluate/metrics.json, evaluate/summary.md, evaluate/junit.xml; exits 1 when a gate fails.
+Writes evaluate/metrics.json, evaluate/summary.md, evaluate/junit.xml; exits 3 when a gate fails.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from unitvox import exitcodes
 from unitvox.config import Config
+from unitvox.metrics import MetricsSink
 from unitvox.evaluation import (
     build_speaker_embedder, evaluate_gates, exit_code as gates_exit_code, gates_from_config, junit_xml, length_ratio,
     level_summary, mel_cepstral_distortion, metrics_json, snr_db, speaker_similarity, summarise, summary_markdown,
@@ -67,10 +69,15 @@ def score(context: Context) -> dict[str, Any]:
     reader, rate = AudioReader(store), config.prepare.sample_rate
     round_trip = UnitRoundTrip(config, store) if config.evaluate.unit_match else None
     position = {item.segment_id: i for i, item in enumerate(references.items)}
-    done = 0
-    for item in tqdm(context.shard.take(items), desc=f"evaluate {context.shard.name}", unit="seg", disable=None):
+    mine, shard = context.shard.take(items), str(context.shard.index)
+    done = resumed = 0
+    context.metrics.gauge("stage_items_total", len(mine), stage="evaluate", shard=shard)
+    context.metrics.gauge("stage_items_done", 0, stage="evaluate", shard=shard)
+    for item in tqdm(mine, desc=f"evaluate {context.shard.name}", unit="seg", disable=None):
         key = f"{PARTS}/{item.segment_id}.json"
         if store.exists(key) and not context.force and store.read_json(key).get("checkpoint") == vocoder.sha256:
+            resumed += 1
+            context.metrics.gauge("stage_items_done", done + resumed, stage="evaluate", shard=shard)
             continue
         reference = reader.read(item.audio_key)
         clip = references.reference(position[item.segment_id]) if vocoder.conditioned else None
@@ -79,6 +86,7 @@ def score(context: Context) -> dict[str, Any]:
         row["unit_match"] = round_trip.match(item.units, estimate) if round_trip else math.nan
         store.write_json(key, {"checkpoint": vocoder.sha256, "row": row})
         done += 1
+        context.metrics.gauge("stage_items_done", done + resumed, stage="evaluate", shard=shard)
     return {"scored": done}
 
 
@@ -137,11 +145,25 @@ def merge(context: Context) -> dict[str, Any]:
                   outputs=[METRICS, SUMMARY, JUNIT], started=context.started,
                   extra={"stage": "evaluate", "passed": gates_exit_code(results) == 0})
     failed = [r.message for r in results if not r.passed]
+    _export_results(context.metrics, summary, passed=not failed)
     return {"segments": len(rows), **{k: round(v, 3) for k, v in summary.items() if k.endswith("_mean")},
             "gates": "all passed" if not failed else "FAILED: " + "; ".join(failed)}
 
 
+# Summary mean -> the gauge it is pushed as.
+RESULT_METRICS = {"snr_db_mean": "evaluate_snr_decibels", "mcd_mean": "evaluate_mel_cepstral_distortion_decibels",
+                  "length_ratio_mean": "evaluate_length_ratio", "speaker_similarity_mean": "evaluate_speaker_similarity",
+                  "unit_match_mean": "evaluate_unit_match_ratio"}
+
+
+def _export_results(metrics: MetricsSink, summary: dict[str, float], *, passed: bool) -> None:
+    for key, name in RESULT_METRICS.items():
+        if key in summary:
+            metrics.gauge(name, summary[key])
+    metrics.gauge("evaluate_gates_passed", float(passed))
+
+
 def exit_code(config: Config, store: Store) -> int:
-    """1 when the latest evaluation failed a gate (also when the stage was skipped as up to date)."""
+    """3 when the latest evaluation failed a gate (also when the stage was skipped as up to date)."""
     record = store.read_json("evaluate/_SUCCESS.json") if store.exists("evaluate/_SUCCESS.json") else {}
-    return 0 if record.get("passed", True) else 1
+    return 0 if record.get("passed", True) else exitcodes.GATES_FAILED

@@ -115,6 +115,9 @@ def segment(context: Context) -> dict[str, Any]:
     config_hash = config.stage_hash("prepare")
     mine = context.shard.take(list_sources(config.prepare))
     done = skipped = 0
+    shard = str(context.shard.index)
+    context.metrics.gauge("stage_items_total", len(mine), stage="prepare", shard=shard)
+    context.metrics.gauge("stage_items_done", 0, stage="prepare", shard=shard)
     progress = tqdm(mine, desc=f"prepare {context.shard.name}", unit="file", mininterval=2.0, disable=None)
     for source in progress:
         record_key = f"{RECORDS}/{source.source_id}.json"
@@ -123,8 +126,7 @@ def segment(context: Context) -> dict[str, Any]:
         else:
             store.write_json(record_key, {"config_hash": config_hash, **process_source(source, config.prepare, store)})
             done += 1
-        context.metrics.gauge("stage_items_done", done + skipped, stage="prepare", shard=str(context.shard.index))
-    context.metrics.gauge("stage_items_total", len(mine), stage="prepare", shard=str(context.shard.index))
+        context.metrics.gauge("stage_items_done", done + skipped, stage="prepare", shard=shard)
     return {"processed": done, "resumed": skipped}
 
 
@@ -199,6 +201,9 @@ def merge(context: Context) -> dict[str, Any]:
     store.write_jsonl(REJECTED, report.rejected(store, sources))
     summary = report.summary()
     store.write_json(REPORT, summary)
+    for outcome in ("kept", "rejected"):
+        context.metrics.gauge("prepare_segments", summary[f"segments_{outcome}"], outcome=outcome)
+    context.metrics.gauge("prepare_kept_audio_seconds", report.seconds)
     write_success(
         store, "prepare", config_hash=config_hash, inputs=inputs(config, store),
         outputs=[MANIFEST, REJECTED, REPORT], output_sets={f"{AUDIO}/": summary["segments_kept"]},

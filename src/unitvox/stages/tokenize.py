@@ -169,10 +169,14 @@ def assign(context: Context) -> dict[str, Any]:
     hop_seconds = extractor.hop_samples / extractor.sample_rate
     mine = context.shard.take(_segments(store))
     done = resumed = 0
+    shard = str(context.shard.index)
+    context.metrics.gauge("stage_items_total", len(mine), stage="tokenize", shard=shard)
+    context.metrics.gauge("stage_items_done", 0, stage="tokenize", shard=shard)
     for segment in tqdm(mine, desc=f"assign {context.shard.name}", unit="seg", mininterval=2.0, disable=None):
         key = f"{PARTS}/{segment['id']}.json"
         if not context.force and _part_is_current(store, key, codebook.hash):
             resumed += 1
+            context.metrics.gauge("stage_items_done", done + resumed, stage="tokenize", shard=shard)
             continue
         features = feats.extract(extractor, _load_audio(store, segment["audio"]), config.tokenize.features)
         units = codebook.assign(features)
@@ -182,8 +186,7 @@ def assign(context: Context) -> dict[str, Any]:
             **run_lengths(units, hop_seconds),
         })
         done += 1
-        context.metrics.gauge("stage_items_done", done + resumed, stage="tokenize", shard=str(context.shard.index))
-    context.metrics.gauge("stage_items_total", len(mine), stage="tokenize", shard=str(context.shard.index))
+        context.metrics.gauge("stage_items_done", done + resumed, stage="tokenize", shard=shard)
     return {"assigned": done, "resumed": resumed}
 
 
@@ -227,6 +230,8 @@ def merge(context: Context) -> dict[str, Any]:
         "mean_run_frames": float(usage.sum() / max(1, runs)), "usage": usage.tolist(),
     }
     store.write_json(REPORT, report)
+    context.metrics.gauge("tokenize_units_used", report["units_used"])
+    context.metrics.gauge("tokenize_unit_perplexity", report["perplexity"])
     write_success(
         store, "tokenize", config_hash=config.stage_hash("tokenize"), inputs=inputs(config, store),
         outputs=[UNITS, REPORT, f"{CODEBOOK}/centroids.npy", f"{CODEBOOK}/codebook.json"],

@@ -1,7 +1,7 @@
-"""The vocoder's training loop: GAN steps, validation, early stopping, checkpoints, samples, SIGTERM.
+"""The vocoder's training loop: GAN steps, validation, early stopping, checkpoints, samples, SIGTERM, health.
 
 Single process or DDP under torchrun (gloo on CPU, nccl on GPU): every rank runs the same loop on
-its share of each batch list; rank 0 alone writes to the store.
+its share of each batch list; rank 0 alone writes to the store and judges training health.
 """
 
 from __future__ import annotations
@@ -21,8 +21,11 @@ import soundfile
 import torch
 
 from unitvox.config import Config
+from unitvox.diagnostics import figures
+from unitvox.diagnostics.health import CRITICAL, REPORTS, HealthMonitor, HealthReport
 from unitvox.metrics import MetricsSink
-from unitvox.stages import Interrupted
+from unitvox.metrics.training import export_health, export_progress, export_row, export_started
+from unitvox.stages import Interrupted, Unhealthy
 from unitvox.store import Store
 from unitvox.vocoder import checkpoint as ckpt
 from unitvox.vocoder.data import UnitAudioDataset
@@ -32,6 +35,7 @@ from unitvox.vocoder.state import TrainState
 
 LOG = "train/training_log.jsonl"
 SAMPLES = "train/samples"
+REPORT = f"{REPORTS}/latest.json"
 
 
 @dataclass
@@ -104,6 +108,12 @@ class Trainer:
         self.settings = self.config.train
         self.mel = MelSpectrogram(self.settings.lambdas.mel_spectrogram).to(self.device)
         self.autocast = self._autocast()
+        self.networks = figures.networks(self.state.generator, self.state.discriminators, self.state.speaker_encoder)
+        self.discriminator_networks = {name: net for name, net in self.networks.items()
+                               if name not in ("generator", figures.SPEAKER_ENCODER)}
+        self.monitor = HealthMonitor(self.settings.health, self.settings.lambdas.weights(), self.store)
+        self._checked_step = -1
+        self._throughput = (time.time(), self.state.step)
 
     def _autocast(self):
         precision = self.settings.precision
@@ -118,6 +128,7 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         """Train until max_steps or early stopping; raises Interrupted after a SIGTERM checkpoint."""
         started, stopped_early = time.time(), False
+        export_started(self.metrics)
         while self.state.step < self.settings.max_steps and not stopped_early:
             for batch in self._batches():
                 if self.distributed.agree(self.stop.should_stop(self.state.step)):
@@ -132,6 +143,8 @@ class Trainer:
             else:
                 self.state.epoch += 1
                 self.state.batch_in_epoch = 0
+        if self.settings.health.enabled and self._checked_step != self.state.step:
+            self._check_health()  # the run's final verdict; a critical one must not become latest.pt
         self._checkpoint()
         return {"steps": self.state.step, "best_validation_mel": self.state.best_validation,
                 "stopped_early": stopped_early, "seconds": round(time.time() - started, 1)}
@@ -158,6 +171,7 @@ class Trainer:
         real = batch["audio"].unsqueeze(1)
         mask = _valid_mask(batch["valid"], real.shape[-1]).unsqueeze(1)
         adversarial = state.step >= settings.generator_warmup_steps and settings.lambdas.adversarial > 0
+        logged = self._logged(state.step + 1)
         with self.autocast():
             conditioning = self._embed(batch.get("reference"))
             fake = state.generator(batch["units"], conditioning) * mask
@@ -167,21 +181,29 @@ class Trainer:
                 loss_d, metrics_d = discriminator_loss(state.discriminators(real, fake.detach()))
             state.optimizer_discriminator.zero_grad(set_to_none=True)
             loss_d.backward()
-            row["grad_norm/discriminator"] = _clip(state.discriminators, settings.grad_clip)
+            row.update(_prefixed("grad_norm", figures.clip_gradients(self.discriminator_networks, settings.grad_clip)))
             state.optimizer_discriminator.step()
             state.scheduler_discriminator.step()
             row.update(metrics_d)
         with self.autocast():
             outputs = state.discriminators(real, fake) if adversarial else None
-            extra = self._speaker_terms(fake, conditioning, batch["speaker"])
+            extra, similarity = self._speaker_terms(fake, conditioning, batch["speaker"], logged)
             loss_g, metrics_g = generator_loss(real.float(), fake.float(), outputs, settings.lambdas, self.mel, extra)
         state.optimizer_generator.zero_grad(set_to_none=True)
         loss_g.backward()
-        row["grad_norm/generator"] = _clip(state.generator, settings.grad_clip)
+        row.update(_prefixed("grad_norm", figures.clip_gradients({"generator": self.networks["generator"]},
+                                                                 settings.grad_clip)))
+        if figures.SPEAKER_ENCODER in self.networks and not settings.speaker.freeze_encoder:
+            row.update(_prefixed("grad_norm", figures.gradient_norms(
+                {figures.SPEAKER_ENCODER: self.networks[figures.SPEAKER_ENCODER]})))
         state.optimizer_generator.step()
         state.scheduler_generator.step()
         row.update(metrics_g)
         row["lr/generator"] = state.scheduler_generator.get_last_lr()[0]
+        if logged:
+            row.update(figures.spectral_figures(self.mel(real.float()), self.mel(fake.detach().float())))
+            if similarity is not None:
+                row["speaker/similarity"] = similarity
         return row
 
     def _embed(self, reference: torch.Tensor | None) -> torch.Tensor | None:
@@ -190,30 +212,48 @@ class Trainer:
             return None
         return self.state.speaker_encoder(reference)
 
-    def _speaker_terms(self, fake: torch.Tensor, conditioning: torch.Tensor | None,
-                       speakers: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _speaker_terms(self, fake: torch.Tensor, conditioning: torch.Tensor | None, speakers: torch.Tensor,
+                       logged: bool) -> tuple[dict[str, torch.Tensor], float | None]:
+        """The contrastive term (when on) and, on logged steps, generated-to-reference speaker similarity."""
         speaker = self.settings.speaker
-        if conditioning is None or self.settings.lambdas.contrastive == 0:
-            return {}
+        if conditioning is None:
+            return {}, None
+        if self.settings.lambdas.contrastive == 0:
+            if not logged:
+                return {}, None
+            with torch.no_grad():
+                generated = self.state.speaker_encoder(fake.detach().squeeze(1))
+            return {}, figures.speaker_similarity(generated, conditioning)
         generated = self.state.speaker_encoder(fake.squeeze(1))
         rng = torch.Generator(device=fake.device).manual_seed(self.settings.seed * 1_000_003 + self.state.step)
         loss = contrastive_speaker_loss(generated, conditioning, speakers, speaker.negatives,
                                         speaker.hard_negatives, speaker.temperature, rng)
-        return {"contrastive": loss}
+        return {"contrastive": loss}, figures.speaker_similarity(generated, conditioning) if logged else None
 
     def generate(self, units: torch.Tensor, reference: torch.Tensor | None) -> torch.Tensor:
         """Inference: units (1, F) and an optional reference clip (1, R) -> audio (1, 1, F * hop)."""
         return self.state.generator(units, self._embed(reference))
 
+    def _logged(self, step: int) -> bool:
+        """Whether `step` goes into the training log: every log_every steps, the first, and every health check."""
+        return step % self.settings.log_every == 0 or step == 1 or self._health_due(step)
+
+    def _health_due(self, step: int) -> bool:
+        """Health is checked on schedule and before every checkpoint, so a critical state never replaces latest.pt."""
+        return self.monitor.due(step) or (self.settings.health.enabled and step % self.settings.checkpoint_every == 0)
+
     def _after_step(self, row: dict[str, float], started: float) -> bool:
-        """Log, validate, checkpoint and write samples as the step count says; True to stop early."""
+        """Log, check health, validate, checkpoint and write samples as the step count says; True to stop early."""
         state, settings = self.state, self.settings
         step = state.step
-        if step % settings.log_every == 0 or step == 1:
-            entry = {"step": step, "epoch": state.epoch, "time": round(time.time() - started, 2), **row}
-            state.log.append(entry)
-            for name, value in row.items():
-                self.metrics.gauge("train_" + name.replace("/", "_"), value)
+        if self._logged(step):
+            row = {**row, **_prefixed("param_norm", figures.parameter_norms(self.networks)),
+                   "speed/samples_per_second": self._samples_per_second()}
+            state.log.append({"step": step, "epoch": state.epoch, "time": round(time.time() - started, 2), **row})
+            export_row(self.metrics, row)
+            export_progress(self.metrics, step, settings.max_steps, state.epoch)
+        if self._health_due(step):
+            self._check_health()
         stop = False
         if step % settings.validate_every == 0:
             stop = self._validate()
@@ -244,12 +284,52 @@ class Trainer:
         generator.train()
         return float(np.mean(errors)) if errors else math.nan
 
+    def _samples_per_second(self) -> float:
+        """Training examples per second over every rank since the last logged step."""
+        now, step = time.time(), self.state.step
+        then, before = self._throughput
+        self._throughput = (now, step)
+        return (step - before) * self.settings.batch_size * self.distributed.world / max(now - then, 1e-9)
+
+    def _check_health(self) -> None:
+        """Judge health on rank 0; when critical and `stop_on_critical`, save the evidence and stop every rank.
+
+        Raises:
+            Unhealthy: the verdict was critical; latest.pt (the last good state) is left as it was.
+        """
+        self._checked_step = step = self.state.step
+        report = None
+        if self.distributed.is_main:
+            report = self.monitor.check(self.state.log, step, figures.parameter_norms(self.networks))
+            export_health(self.metrics, report)
+        stopping = report is not None and report.status == CRITICAL and self.settings.health.stop_on_critical
+        if not self.distributed.agree(stopping):
+            return
+        evidence = f"{ckpt.CHECKPOINTS}/critical_step_{step:08d}.pt"
+        self.distributed.when_main(lambda: self._save_evidence(evidence))
+        self.distributed.barrier()
+        raise Unhealthy(self._unhealthy_message(report, evidence))
+
+    def _save_evidence(self, key: str) -> None:
+        ckpt.save(self.store, key, {"model": self.model_description, **self.state.state_dict()})
+        self.store.write_jsonl(LOG, self.state.log)
+
+    def _unhealthy_message(self, report: HealthReport | None, evidence: str) -> str:
+        if report is None:
+            return f"rank 0 found training health critical at step {self.state.step}; see {self.store.url(REPORT)}"
+        latest = f"{ckpt.CHECKPOINTS}/latest.pt"
+        kept = f"the last good checkpoint {self.store.url(latest)} is kept" if self.store.exists(latest) \
+            else "no checkpoint was written before it"
+        return (f"training health is {report.summary()}. Stopped ({kept}; the state at the check is in "
+                f"{self.store.url(evidence)}; report {self.store.url(REPORT)}). Fix the cause and rerun to resume, "
+                "or set train.health.stop_on_critical=false to train on regardless")
+
     def _validate(self) -> bool:
         state, stopping = self.state, self.settings.early_stopping
         error = self.validation_mel_error()
         improved = error < state.best_validation - stopping.min_delta
         state.log.append({"step": state.step, "validation/mel": error, "validation/improved": improved})
-        self.metrics.gauge("train_validation_mel", error)
+        self.metrics.gauge("train_validation_mel_loss", error)
         if improved:
             state.best_validation = error
             state.validations_without_improvement = 0
@@ -292,5 +372,5 @@ def _valid_mask(valid: torch.Tensor, length: int) -> torch.Tensor:
     return (torch.arange(length, device=valid.device)[None] < valid[:, None]).float()
 
 
-def _clip(module: torch.nn.Module, limit: float) -> float:
-    return float(torch.nn.utils.clip_grad_norm_(module.parameters(), limit))
+def _prefixed(prefix: str, values: dict[str, float]) -> dict[str, float]:
+    return {f"{prefix}/{name}": value for name, value in values.items()}

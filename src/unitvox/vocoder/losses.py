@@ -17,6 +17,10 @@ from unitvox.vocoder.discriminators import DiscriminatorOutputs, FeatureMaps, Lo
 # log() of silence would be -inf; HiFi-GAN clamps magnitudes at this floor.
 LOG_FLOOR = 1e-5
 
+# The metric each weighted generator term (a `LossWeights.WEIGHT_KEYS` name) is logged as.
+TERM_METRICS = {"mel": "loss/mel", "adversarial": "loss/adv_gen", "feature_matching": "loss/feature_matching",
+                "contrastive": "loss/contrastive"}
+
 
 def _value(tensor: torch.Tensor) -> float:
     return float(tensor.detach())
@@ -108,9 +112,7 @@ def generator_loss(
     terms.update(extra_terms or {})
     lambdas = weights.weights()
     total = sum(lambdas[name] * term for name, term in terms.items())
-    metric_names = {"mel": "loss/mel", "adversarial": "loss/adv_gen", "feature_matching": "loss/feature_matching",
-                    "contrastive": "loss/contrastive"}
-    metrics.update({metric_names[name]: _value(term) for name, term in terms.items()})
+    metrics.update({TERM_METRICS[name]: _value(term) for name, term in terms.items()})
     metrics["loss/gen_total"] = _value(total)
     return total, metrics
 

@@ -1,0 +1,90 @@
+# Build: make image   (runs: docker build -t unitvox:latest .)
+#
+# One image for every stage: `unitvox <stage> ...` and, for multi-GPU training, `torchrun ... -m unitvox train ...`.
+#
+# Base: the official PyTorch CUDA runtime image at the torch version the project is tested with (2.13.0).
+# Its CUDA 12.6 build runs on the R535/R550 long-term drivers of most managed GPU node pools and covers
+# GPUs up to Hopper (H100, H200). Blackwell nodes need the CUDA 13 build of the same torch:
+#   docker build --build-arg BASE_IMAGE=pytorch/pytorch:2.13.0-cuda13.0-cudnn9-runtime -t unitvox:latest .
+# Both stages use the same base, so the interpreter the venv links to exists in the final image.
+ARG BASE_IMAGE=pytorch/pytorch:2.13.0-cuda12.6-cudnn9-runtime
+
+# ---- builder: install unitvox and its dependencies into /opt/venv --------------------------------
+FROM ${BASE_IMAGE} AS builder
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+# --system-site-packages keeps the base's CUDA torch visible; the venv holds everything else.
+# --without-pip: the base's pip, run by the venv's interpreter, installs into the venv, and a
+# Debian-style system Python has no ensurepip to seed one.
+RUN python3 -m venv --system-site-packages --without-pip /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY src ./src
+
+# The constraint pins torch to the base's own build (e.g. 2.13.0+cu126): pyproject's `torch>=2.1` is
+# already met, and should any dependency ever ask for another torch the build fails here instead of
+# quietly replacing the CUDA build with a CPU wheel from PyPI.
+# resemblyzer ships its speaker encoder in its wheel; --no-deps skips its source-only webrtcvad
+# (webrtcvad-wheels provides the same module), as `make install` does.
+RUN python -c 'import torch; print(f"torch=={torch.__version__}")' > /tmp/torch-constraint.txt \
+    && python -m pip install --no-cache-dir --constraint /tmp/torch-constraint.txt . \
+    && python -m pip install --no-cache-dir --no-deps resemblyzer==0.1.4 webrtcvad-wheels==2.0.14.post1 \
+    && rm /tmp/torch-constraint.txt
+
+# torch's own `torchrun` script runs the base interpreter, which cannot see the venv; this one runs the
+# venv's, so `torchrun -m unitvox train` starts workers that can import unitvox.
+RUN printf '%s\n' '#!/opt/venv/bin/python' 'import sys' 'from torch.distributed.run import main' \
+        'sys.exit(main())' > /opt/venv/bin/torchrun \
+    && chmod 0755 /opt/venv/bin/torchrun \
+    && python -c 'import torch, unitvox; assert not torch.__file__.startswith("/opt/venv/"), "torch was reinstalled into the venv"; assert torch.version.cuda, "torch is not a CUDA build"'
+
+# ---- final: the runtime image, no compilers or build tools added -------------------------------------
+FROM ${BASE_IMAGE}
+
+LABEL org.opencontainers.image.title="unitvox" \
+      org.opencontainers.image.description="Acoustic units, motifs and unit-to-waveform vocoders for speech research, as batch jobs." \
+      org.opencontainers.image.licenses="Apache-2.0"
+
+# tini is PID 1: it forwards SIGTERM to the stage (training checkpoints on it) and reaps zombies
+# (DataLoader workers, torchrun's children). Its version follows the base's Ubuntu release, which a
+# build argument may change, so the package is not pinned to one release's version string.
+# /scratch is where pods mount their writable emptyDir (HOME, TMPDIR and the caches point there, as the
+# controller's manifests set them); creating it here lets a plain `docker run` work the same way.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends tini \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --gid 10001 unitvox \
+    && useradd --no-log-init --uid 10001 --gid 10001 --home-dir /scratch --no-create-home \
+        --shell /usr/sbin/nologin unitvox \
+    && install -d -o 10001 -g 10001 -m 0750 /scratch
+
+COPY --from=builder /opt/venv /opt/venv
+
+ENV PATH=/opt/venv/bin:$PATH \
+    VIRTUAL_ENV=/opt/venv \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    HOME=/scratch \
+    TMPDIR=/scratch
+
+WORKDIR /app
+# The shipped configs, so `unitvox validate --config jobs/base.yaml` works inside the image.
+COPY jobs ./jobs
+
+# Numeric, so Kubernetes can check runAsNonRoot against the image.
+USER 10001:10001
+
+# Fails the build if the copied venv does not run in the final image.
+RUN unitvox --help > /dev/null && torchrun --help > /dev/null
+
+# Prometheus metrics of training and GAN health.
+EXPOSE 9400
+
+ENTRYPOINT ["/usr/bin/tini", "--", "unitvox"]
+CMD ["--help"]

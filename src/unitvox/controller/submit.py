@@ -1,0 +1,251 @@
+"""Submit a run's Jobs to a cluster in order, follow them, and say why one failed.
+
+Run: unitvox k8s submit --config jobs/base.yaml --run s3://bucket/runs/exp1 --image REGISTRY/unitvox:TAG
+
+The controller creates each stage's Jobs only when the stage before has finished, skips stages
+whose `_SUCCESS.json` already matches, and adopts Jobs that exist (a resubmission never
+duplicates work). It talks to the cluster only through `cluster.Cluster`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from unitvox import exitcodes
+from unitvox.controller.cluster import AlreadyExists, Cluster, JobStatus, PodStatus
+from unitvox.controller.render import Target, render_ablation, render_config_map, render_stage
+from unitvox.stages import pending
+from unitvox.store import Store
+
+IMAGE_ERRORS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
+START_ERRORS = ("CreateContainerConfigError", "CreateContainerError", "RunContainerError")
+LOG_LINES = 20
+RECREATE_ATTEMPTS = 60  # polls to wait for a deleted Job's name to come free
+
+
+class SubmitFailed(RuntimeError):
+    """A stage's Job failed, or could never run; `code` is the exit code to report."""
+
+    def __init__(self, message: str, code: int = exitcodes.FAILED):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class StageOutcome:
+    stage: str
+    status: str  # skipped, done or failed
+    detail: str = ""
+    jobs: list[str] = field(default_factory=list)
+
+
+def pod_problem(pod: PodStatus, now: datetime, unschedulable_timeout: float) -> str | None:
+    """Why a pod will never run by itself (a bad image, a missing Secret, no node for it), or None."""
+    if pod.waiting_reason in IMAGE_ERRORS:
+        return f"pod {pod.name}: image pull error {pod.waiting_reason}: {pod.waiting_message or 'no message'}"
+    if pod.waiting_reason in START_ERRORS:
+        return f"pod {pod.name}: cannot start its container, {pod.waiting_reason}: {pod.waiting_message or 'no message'}"
+    if pod.unschedulable_since is not None:
+        waited = (now - pod.unschedulable_since).total_seconds()
+        if waited > unschedulable_timeout:
+            return (f"pod {pod.name}: unschedulable for {waited:.0f} s (over cluster.unschedulable_timeout_seconds="
+                    f"{unschedulable_timeout:g}): {pod.unschedulable_message or 'no message'}")
+    return None
+
+
+def failure_reason(pod: PodStatus) -> str:
+    """One line on how a pod's container ended: OOMKilled, an exit code and its meaning, a disruption."""
+    if pod.disruption:
+        return f"pod {pod.name} was disrupted (preempted or evicted); that does not count as a failure"
+    if pod.terminated_reason == "OOMKilled":
+        return f"pod {pod.name}: OOMKilled (exit code {pod.exit_code}): it needed more memory than its limit"
+    meaning = {exitcodes.CONFIG: "bad config or input", exitcodes.GATES_FAILED: "quality gates failed",
+               exitcodes.UNHEALTHY: "training stopped as unhealthy", exitcodes.INTERRUPTED: "stopped by SIGTERM"}.get(pod.exit_code or 0, pod.terminated_reason or "error")
+    detail = f": {pod.terminated_message.strip()}" if pod.terminated_message else ""
+    return f"pod {pod.name}: exit code {pod.exit_code} ({meaning}){detail}"
+
+
+class Controller:
+    """Runs stages on a cluster one after another; `pending_reason` and the clocks are injectable for tests."""
+
+    def __init__(self, cluster: Cluster, target: Target, store: Store, *, echo: Callable[[str], None] = print,
+                 sleep: Callable[[float], None] = time.sleep,
+                 pending_reason: Callable[[str], str | None] | None = None) -> None:
+        self.cluster, self.target, self.store = cluster, target, store
+        self.echo, self.sleep = echo, sleep
+        self.cluster_config = target.config.cluster
+        self.pending_reason = pending_reason or (lambda stage: pending(target.config, store, stage))
+
+    # -- whole runs --------------------------------------------------------------------------
+
+    def submit(self, stages: list[str]) -> list[StageOutcome]:
+        """Run `stages` in order; raises SubmitFailed at the first failure, after reporting it."""
+        self._ensure(render_config_map(self.target))
+        return [self.run_stage(stage) for stage in stages]
+
+    def run_stage(self, stage: str) -> StageOutcome:
+        reason = "forced" if self.target.force else self.pending_reason(stage)
+        if reason is None:
+            self.echo(f"[{stage}] skipped: _SUCCESS.json matches the config and inputs")
+            return StageOutcome(stage, "skipped", "up to date")
+        self.echo(f"[{stage}] submitting ({reason})")
+        objects = render_stage(self.target, stage)
+        jobs = [obj for obj in objects if obj["kind"] in ("Job", "PyTorchJob")]
+        if self.target.force or self._final_job_is_stale(jobs[-1]):
+            for job in jobs:
+                self._delete(job)
+        for obj in objects:
+            if obj["kind"] == "Service":
+                self._ensure(obj)
+            else:
+                self._start(obj)
+                self._follow(obj, stage)
+        still = self.pending_reason(stage)
+        if still is not None and not self.target.force:
+            raise SubmitFailed(f"[{stage}] its Jobs finished but the stage is not done: {still}")
+        self.echo(f"[{stage}] done")
+        return StageOutcome(stage, "done", reason, [job["metadata"]["name"] for job in jobs])
+
+    def submit_ablation(self, upstream: list[str]) -> list[StageOutcome]:
+        """The stages the variants share, then the suite's Indexed Job (an index per variant)."""
+        outcomes = self.submit(upstream)
+        objects = render_ablation(self.target)
+        self._ensure(objects[0])
+        job = objects[1]
+        if self.target.force:
+            self._delete(job)
+        self._start(job)
+        self._follow(job, "ablate")
+        return [*outcomes, StageOutcome("ablate", "done", self.target.suite.name, [job["metadata"]["name"]])]
+
+    # -- one Job ------------------------------------------------------------------------------
+
+    def _ensure(self, obj: dict[str, Any]) -> None:
+        try:
+            self.cluster.create(obj)
+        except AlreadyExists:
+            pass  # named by a hash of its content: the existing one is the same
+
+    def _final_job_is_stale(self, job: dict[str, Any]) -> bool:
+        """A finished last Job of a stage that is not done means its outputs were lost: run it again."""
+        return self._finished(job) == "Complete"
+
+    def _start(self, job: dict[str, Any]) -> None:
+        name = job["metadata"]["name"]
+        finished = self._finished(job)
+        if finished == "Complete":
+            self.echo(f"  {name}: adopted (already complete)")
+            return
+        deleted = finished == "Failed"
+        if deleted:
+            self.echo(f"  {name}: failed earlier; deleting it to run again")
+            self._delete(job)
+        elif self.cluster.get(job["kind"], name) is not None:
+            self.echo(f"  {name}: adopted (running)")
+            return
+        for _ in range(RECREATE_ATTEMPTS):
+            try:
+                self.cluster.create(job)
+                self.echo(f"  {name}: created")
+                return
+            except AlreadyExists:
+                if not deleted:  # another controller created it in the meantime: follow that one
+                    self.echo(f"  {name}: adopted (created elsewhere)")
+                    return
+                self.sleep(self.cluster_config.poll_seconds)  # the deleted Job is still going away
+        raise SubmitFailed(f"{name}: a Job of that name still exists after deleting it; try again later")
+
+    def _delete(self, job: dict[str, Any]) -> None:
+        if self.cluster.delete(job["kind"], job["metadata"]["name"]):
+            self.echo(f"  {job['metadata']['name']}: deleted")
+
+    def _finished(self, job: dict[str, Any]) -> str | None:
+        name = job["metadata"]["name"]
+        if job["kind"] == "Job":
+            status = self.cluster.job(name)
+            return status.finished if status else None
+        stored = self.cluster.get(job["kind"], name) or {}
+        conditions = (stored.get("status") or {}).get("conditions") or []
+        done = {"Succeeded": "Complete", "Failed": "Failed"}
+        return next((done[c["type"]] for c in conditions if c.get("type") in done and c.get("status") == "True"), None)
+
+    def _follow(self, job: dict[str, Any], stage: str) -> None:
+        """Poll until the Job finishes; fail fast on a pod that can never run."""
+        name = job["metadata"]["name"]
+        selector = _pod_selector(job)
+        last = ""
+        while True:
+            finished = self._finished(job)
+            if finished == "Complete":
+                return
+            pods = self.cluster.pods(selector)
+            if finished == "Failed":
+                raise self._failure(job, stage, pods)
+            now = datetime.now(timezone.utc)
+            for pod in pods:
+                problem = pod_problem(pod, now, self.cluster_config.unschedulable_timeout_seconds)
+                if problem:
+                    self._delete(job)  # its pods would wait forever, holding a quota
+                    raise SubmitFailed(f"[{stage}] {name} cannot run: {problem}\n{self._events(pod.name)}")
+            progress = _progress(self.cluster.job(name) if job["kind"] == "Job" else None, pods)
+            if progress != last:
+                self.echo(f"  {name}: {progress}")
+                last = progress
+            self.sleep(self.cluster_config.poll_seconds)
+
+    def _failure(self, job: dict[str, Any], stage: str, pods: list[PodStatus]) -> SubmitFailed:
+        name = job["metadata"]["name"]
+        failed = [pod for pod in pods if pod.phase == "Failed" and not pod.disruption] or pods
+        lines = [f"[{stage}] {name} failed"]
+        status = self.cluster.job(name) if job["kind"] == "Job" else None
+        if status:
+            lines += [f"  {c.reason}: {c.message}" for c in status.conditions if c.type == "Failed" and c.reason]
+        code = exitcodes.FAILED
+        for pod in failed[-1:]:
+            lines.append("  " + failure_reason(pod))
+            if pod.exit_code in exitcodes.PERMANENT:
+                code = pod.exit_code
+            log = list(self.cluster.logs(pod.name, tail_lines=LOG_LINES))
+            if log:
+                lines.append(f"  last {len(log)} log lines of {pod.name}:")
+                lines += [f"    {line}" for line in log]
+            lines.append(self._events(pod.name))
+        lines.append(f"  more: unitvox k8s logs --run {self.target.run_uri} --stage {stage}")
+        return SubmitFailed("\n".join(line for line in lines if line), code)
+
+    def _events(self, pod: str) -> str:
+        events = self.cluster.events(pod)[-5:]
+        return "\n".join(f"  event: {event}" for event in events)
+
+
+def _pod_selector(job: dict[str, Any]) -> str:
+    if job["kind"] == "PyTorchJob":
+        return f"training.kubeflow.org/job-name={job['metadata']['name']}"
+    return f"job-name={job['metadata']['name']}"
+
+
+def _progress(status: JobStatus | None, pods: list[PodStatus]) -> str:
+    if status is None:
+        return f"{len(pods)} pods: " + ", ".join(sorted({pod.phase or '?' for pod in pods}))
+    total = status.completions or 1
+    return f"{status.succeeded}/{total} done, {status.active} running, {status.failed} failed"
+
+
+def copy_results(store: Store, destination: str, keys: tuple[str, ...] = (
+        "evaluate/junit.xml", "evaluate/summary.md", "evaluate/metrics.json")) -> list[str]:
+    """Copy the evaluation's reports from the run into a local folder, for CI to publish."""
+    from pathlib import Path
+
+    folder = Path(destination)
+    folder.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for key in keys:
+        if store.exists(key):
+            target = folder / key.rsplit("/", 1)[-1]
+            target.write_bytes(store.read_bytes(key))
+            copied.append(str(target))
+    return copied
