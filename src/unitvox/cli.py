@@ -189,6 +189,62 @@ def _pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stages", help="comma-separated subset, e.g. tokenize,bpe (default: pipeline.stages)")
 
 
+def _ablate(args: argparse.Namespace) -> int:
+    from unitvox.ablations.run import compare_only, plan_ablation, run_suite, run_variant
+    from unitvox.ablations.suite import load_suite
+    from unitvox.controller.local import StepFailed
+
+    plan = plan_ablation(load(args.config, args.overrides), load_suite(args.suite), args.only)
+    if args.validate:
+        print(f"{args.suite}: valid against {args.config}; variants to run:")
+        print("\n".join(f"  {name}: {', '.join(plan.suite.variant(name).overrides()) or 'as the base'}"
+                        for name in plan.selected))
+        return 0
+    store = open_store(args.run)
+    if args.compare_only:
+        print("\n".join(compare_only(plan, store).lines()))
+        return 0
+    if args.shard_index is not None or args.shard_count is not None:  # one variant: what a pod runs
+        index = args.shard_index if args.shard_index is not None else _job_completion_index()
+        if index is None:
+            raise ConfigError("--shard-count: pass --shard-index or set JOB_COMPLETION_INDEX to pick the variant")
+        outcome = _wait_for_inputs(lambda: run_variant(plan, store, index, args.shard_count, force=args.force))
+        print("\n".join(outcome.lines()))
+        return 0
+    try:
+        outcome = run_suite(plan, store, force=args.force)
+    except StepFailed as failure:
+        print(f"ablation stopped before its variants: {failure}", file=sys.stderr)
+        return failure.code if failure.code in exitcodes.PERMANENT else EXIT_FAILED
+    print("\n".join(outcome.lines()))
+    if outcome.failed:
+        print(f"unitvox: a variant failed: {outcome.failed}", file=sys.stderr)
+    return outcome.exit_code
+
+
+def _ablate_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_run_arguments(parser)
+    parser.add_argument("--suite", required=True, help="ablation suite YAML: named variants of the base config")
+    parser.add_argument("--only", nargs="+", metavar="VARIANT", help="run (and compare) only these variants")
+    parser.add_argument("--compare-only", action="store_true",
+                        help="train nothing: compare what exists (unfinished variants are listed as missing)")
+    parser.add_argument("--validate", action="store_true", help="check the suite against the config and stop")
+    parser.add_argument("--shard-index", type=int, help="run only this variant, 0-based (default: $JOB_COMPLETION_INDEX)")
+    parser.add_argument("--shard-count", type=int,
+                        help="number of variants; with it, one variant runs (what each Kubernetes pod does)")
+
+
+_ABLATE_EXAMPLES = """examples:
+  unitvox ablate --config jobs/demo.yaml --suite jobs/ablations/speaker.yaml --run ./runs/ablate-speaker
+  unitvox ablate --config jobs/base.yaml --suite jobs/ablations/speaker.yaml --run RUN --only baseline no_gan
+  unitvox ablate --config jobs/base.yaml --suite jobs/ablations/speaker.yaml --run RUN --compare-only
+  unitvox ablate --config jobs/base.yaml --suite jobs/ablations/speaker.yaml --run RUN --validate
+  JOB_COMPLETION_INDEX=2 unitvox ablate --config jobs/base.yaml --suite jobs/ablations/speaker.yaml --run RUN --shard-count 11
+
+Variants share RUN's prepare/tokenize/bpe (run once with the base config) and train under
+RUN/ablations/<variant>/; the comparison is RUN/ablations/report.md and comparison.json."""
+
+
 def _demo_corpus(args: argparse.Namespace) -> int:
     from unitvox.demo import synthesise_corpus
 
@@ -232,6 +288,8 @@ COMMANDS = {
                  "examples:\n  unitvox pipeline --config jobs/demo.yaml --run ./runs/demo\n"
                  "  unitvox pipeline --config jobs/base.yaml --run s3://bucket/runs/exp1 --set prepare.input=s3://bucket/raw",
                  _pipeline_arguments),
+    "ablate": (_ablate, "train an ablation suite's variants side by side and compare them", _ABLATE_EXAMPLES,
+               _ablate_arguments),
     "k8s": (_k8s, "render, submit, follow and cancel a run's Jobs on Kubernetes", _k8s_examples(), _k8s_arguments),
     "demo-corpus": (_demo_corpus, "synthesise the small multi-speaker demo corpus (espeak-ng)",
                     "examples:\n  unitvox demo-corpus --out runs/demo-corpus", _demo_corpus_arguments),

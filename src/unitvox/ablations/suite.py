@@ -5,6 +5,7 @@ Check one: unitvox ablate --config jobs/base.yaml --suite jobs/ablations/speaker
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,42 @@ import yaml
 from unitvox.config import Config, ConfigError, apply_overrides, expand_generator_preset, from_dict
 
 _VARIANT_NAME = re.compile(r"^[a-z0-9]([a-z0-9_]{0,38}[a-z0-9])?$")
+# What the comparison may judge, and which way is better; a log's `loss/*` terms are reported, not judged.
+LOWER_IS_BETTER = ("validation/mel_best", "validation/mel_final", "loss/mel", "evaluate/mcd")
+HIGHER_IS_BETTER = ("evaluate/snr_db", "evaluate/unit_match", "evaluate/speaker_similarity")
+
+
+@dataclass(frozen=True)
+class ComparisonSettings:
+    """How variants are compared: the suite's optional `compare:` section.
+
+    Attributes:
+        baseline: the variant every other one is compared with (empty: `baseline` if the suite has
+            it, else its first variant).
+        key_metric: the metric that decides whether a component matters, one of LOWER_IS_BETTER
+            or HIGHER_IS_BETTER.
+        noise_threshold: a difference from the baseline's key metric smaller than this share of the
+            baseline's value (0.05 = 5 %) counts as run-to-run noise, not an effect.
+        final_log_rows: how many of the last logged steps are averaged for a variant's final losses.
+    """
+
+    baseline: str = ""
+    key_metric: str = "validation/mel_best"
+    noise_threshold: float = 0.05
+    final_log_rows: int = 5
+
+    def check(self, where: str) -> None:
+        judged = LOWER_IS_BETTER + HIGHER_IS_BETTER
+        if self.key_metric not in judged:
+            raise ConfigError(f"{where}.key_metric: {self.key_metric!r} is not one of {list(judged)}")
+        if not self.noise_threshold >= 0:
+            raise ConfigError(f"{where}.noise_threshold: must not be negative, got {self.noise_threshold}")
+        if self.final_log_rows < 1:
+            raise ConfigError(f"{where}.final_log_rows: must be at least 1, got {self.final_log_rows}")
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.key_metric in LOWER_IS_BETTER
 
 
 @dataclass(frozen=True)
@@ -38,6 +75,7 @@ class Suite:
     text: str
     variants: tuple[Variant, ...]
     common: dict[str, Any] = field(default_factory=dict)
+    compare: ComparisonSettings = field(default_factory=ComparisonSettings)
 
     def variant(self, name: str) -> Variant:
         for variant in self.variants:
@@ -53,18 +91,25 @@ class Suite:
         if not names:
             return self
         chosen = [self.variant(name) for name in names]
-        return Suite(self.name, self.uri, self.text, tuple(v for v in self.variants if v in chosen), self.common)
+        return dataclasses.replace(self, variants=tuple(v for v in self.variants if v in chosen))
+
+    @property
+    def baseline(self) -> str:
+        """The name of the variant the others are compared with."""
+        if self.compare.baseline:
+            return self.compare.baseline
+        return "baseline" if "baseline" in self.names() else self.variants[0].name
 
 
 def parse_suite(text: str, uri: str) -> Suite:
-    """Parse a suite: `name:`, optional `common:` changes, and `variants:` mapping each variant
-    name to its dotted-key changes."""
+    """Parse a suite: `name:`, optional `common:` changes, `variants:` mapping each variant name to
+    its dotted-key changes, and optional `compare:` settings (see ComparisonSettings)."""
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"{uri}: not valid YAML: {error}") from None
-    if not isinstance(data, dict) or set(data) - {"name", "common", "variants"}:
-        raise ConfigError(f"{uri}: expected the keys name, common and variants, got "
+    if not isinstance(data, dict) or set(data) - {"name", "common", "variants", "compare"}:
+        raise ConfigError(f"{uri}: expected the keys name, common, variants and compare, got "
                           f"{sorted(data) if isinstance(data, dict) else data!r}")
     common = data.get("common") or {}
     if not isinstance(common, dict):
@@ -81,7 +126,19 @@ def parse_suite(text: str, uri: str) -> Suite:
         if not isinstance(changes, dict):
             raise ConfigError(f"{where}: expected a mapping of dotted keys to values (or {{}} for none)")
         parsed.append(Variant(variant_name, dict(changes)))
-    return Suite(str(name), uri, text, tuple(parsed), dict(common))
+    compare = _comparison_settings(data.get("compare") or {}, uri)
+    if compare.baseline and compare.baseline not in [variant.name for variant in parsed]:
+        raise ConfigError(f"{uri}: compare.baseline: no variant {compare.baseline!r}")
+    return Suite(str(name), uri, text, tuple(parsed), dict(common), compare)
+
+
+def _comparison_settings(raw: Any, uri: str) -> ComparisonSettings:
+    try:
+        settings = from_dict(ComparisonSettings, raw, "compare")
+    except ConfigError as error:
+        raise ConfigError(f"{uri}: {error}") from None
+    settings.check(f"{uri}: compare")
+    return settings
 
 
 def load_suite(uri: str) -> Suite:

@@ -75,12 +75,17 @@ def run_pipeline(
         commands = []
         for step in plan(config, config_uri=config_uri, run_uri=store.uri, stage=stage, force=force):
             commands.append(" ".join(step.argv) + (f"  (x{step.shards} shards)" if step.sharded else ""))
-            _run_step(step, workers)
+            run_step(step, workers)
         reports.append(StageReport(stage, "ran", reason, round(time.time() - started, 2), commands))
     return reports
 
 
-def _run_step(step: Step, workers: int) -> None:
+def run_step(step: Step, workers: int) -> None:
+    """Run a step's shards as subprocesses, up to `workers` at a time, each with its share of the cores.
+
+    Raises:
+        StepFailed: for the first shard that exited non-zero, once every shard has ended.
+    """
     parallel = min(workers, step.shards)
     environment = {name: value for name, value in os.environ.items() if name != "JOB_COMPLETION_INDEX"}
     # Shards share the machine's cores; without this each would start a thread per core.
@@ -107,4 +112,4 @@ def summary_lines(reports: list[StageReport], run_uri: str) -> list[str]:
     return lines
 
 
-__all__ = ["STAGES", "Step", "StepFailed", "plan", "run_pipeline", "summary_lines"]
+__all__ = ["STAGES", "Step", "StepFailed", "plan", "run_pipeline", "run_step", "summary_lines"]

@@ -1,0 +1,260 @@
+"""Compare an ablation's variants: final and best metrics, the difference from the baseline, and which
+components matter.
+
+Run: unitvox ablate --config jobs/demo.yaml --suite jobs/ablations/speaker.yaml --run ./runs/ablate-speaker --compare-only
+Writes ablations/comparison.json, ablations/report.md and ablations/curves.png under the run root.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from unitvox.ablations.suite import ComparisonSettings, Variant
+from unitvox.store import Store
+
+if TYPE_CHECKING:
+    from unitvox.ablations.run import Plan
+
+COMPARISON = "ablations/comparison.json"
+LOG = "train/training_log.jsonl"
+TRAIN_SUCCESS = "train/_SUCCESS.json"
+EVALUATE_METRICS = "evaluate/metrics.json"
+HEALTH = "train/health/latest.json"
+# Per-utterance means from evaluate/metrics.json, reported as `evaluate/<name>`.
+EVALUATED = ("snr_db", "mcd", "unit_match", "speaker_similarity", "length_ratio")
+# Training-log series drawn in curves.png, when any variant logged them.
+CURVES = ("loss/mel", "validation/mel", "loss/gen_total", "loss/disc", "loss/contrastive")
+
+FINISHED = "finished"
+
+
+@dataclass
+class VariantRecord:
+    """What one variant left behind, and how it compares with the baseline.
+
+    `status` is `finished`, or why it is not compared: `not started`, `training not finished`,
+    `trained with another config`. `verdict` is `baseline`, `matters`, `within noise` or `unknown`.
+    """
+
+    name: str
+    changes: dict[str, Any]
+    status: str
+    steps: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    health: dict[str, Any] | None = None
+    differences: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    verdict: str | None = None
+    direction: str | None = None
+    curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return self.status == FINISHED
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "status": self.status, "changes": self.changes, "steps": self.steps,
+                "metrics": self.metrics, "difference_from_baseline": self.differences, "verdict": self.verdict,
+                "direction": self.direction, "health": self.health}
+
+
+@dataclass
+class Comparison:
+    suite: str
+    run: str
+    settings: ComparisonSettings
+    baseline: str
+    variants: list[VariantRecord]
+    best: str | None = None
+    findings: list[str] = field(default_factory=list)
+
+    @property
+    def missing(self) -> list[VariantRecord]:
+        return [record for record in self.variants if not record.finished]
+
+    def to_json(self) -> dict[str, Any]:
+        settings = self.settings
+        return _json_safe({
+            "suite": self.suite, "run": self.run, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "settings": {"baseline": self.baseline, "key_metric": settings.key_metric,
+                         "lower_is_better": settings.lower_is_better, "noise_threshold": settings.noise_threshold,
+                         "final_log_rows": settings.final_log_rows},
+            "best_variant": self.best, "findings": self.findings,
+            "variants": [record.to_json() for record in self.variants],
+            "missing": {record.name: record.status for record in self.missing},
+        })
+
+
+# ---------------------------------------------------------------------------------------------
+# What each variant left behind
+
+
+def training_metrics(rows: list[dict[str, Any]], final_log_rows: int) -> tuple[dict[str, float], dict]:
+    """Best and final validation mel, and each loss averaged over the last `final_log_rows` logged steps.
+
+    Returns:
+        The metrics (`validation/mel_best`, `validation/mel_final`, `loss/<term>`) and the curves
+        ({series: [(step, value), ...]}) of the CURVES series.
+    """
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for row in rows:
+        for name, value in row.items():
+            if (name.startswith("loss/") or name == "validation/mel") and _finite(value):
+                curves.setdefault(name, []).append((int(row["step"]), float(value)))
+    metrics: dict[str, float] = {}
+    validation = [value for _, value in curves.get("validation/mel", [])]
+    if validation:
+        metrics["validation/mel_best"] = min(validation)
+        metrics["validation/mel_final"] = validation[-1]
+    for name in sorted(curves):
+        if name.startswith("loss/"):
+            last = [value for _, value in curves[name][-final_log_rows:]]
+            metrics[name] = sum(last) / len(last)
+    return metrics, {name: points for name, points in curves.items() if name in CURVES}
+
+
+def evaluation_metrics(document: dict[str, Any]) -> dict[str, float]:
+    summary = document.get("summary", {})
+    return {f"evaluate/{name}": float(summary[f"{name}_mean"]) for name in EVALUATED
+            if _finite(summary.get(f"{name}_mean"))}
+
+
+def collect(plan: Plan, root: Store, variant: Variant) -> VariantRecord:
+    """Read one variant's area: its training log, evaluation and health, if it has finished."""
+    from unitvox.ablations.run import variant_prefix
+
+    own = root.child(variant_prefix(variant.name))
+    record = VariantRecord(variant.name, dict(variant.changes), "not started")
+    if not own.exists(TRAIN_SUCCESS):
+        if own.exists(LOG) or own.exists("config.yaml"):
+            record.status = "training not finished"
+        return record
+    if own.read_json(TRAIN_SUCCESS).get("config_hash") != plan.configs[variant.name].stage_hash("train"):
+        record.status = "trained with another config"
+        return record
+    record.status = FINISHED
+    rows = list(own.read_jsonl(LOG))
+    record.steps = max((int(row["step"]) for row in rows), default=0)
+    record.metrics, record.curves = training_metrics(rows, plan.suite.compare.final_log_rows)
+    if own.exists(EVALUATE_METRICS):
+        record.metrics.update(evaluation_metrics(own.read_json(EVALUATE_METRICS)))
+    if own.exists(HEALTH):
+        health = own.read_json(HEALTH)
+        record.health = {"status": health.get("status"), "reasons": health.get("reasons", [])}
+    return record
+
+
+# ---------------------------------------------------------------------------------------------
+# Judging
+
+
+def judge(records: list[VariantRecord], baseline_name: str, settings: ComparisonSettings) -> str | None:
+    """Fill in each finished variant's differences and verdict; returns the best variant's name."""
+    baseline = next((r for r in records if r.name == baseline_name and r.finished), None)
+    key = settings.key_metric
+    for record in records:
+        if not record.finished:
+            continue
+        if record is baseline:
+            record.verdict = "baseline"
+            continue
+        if baseline is None:
+            record.verdict = "unknown"
+            continue
+        record.differences = {name: _difference(value, baseline.metrics[name])
+                              for name, value in record.metrics.items() if name in baseline.metrics}
+        relative = record.differences.get(key, {}).get("relative")
+        if relative is None:
+            record.verdict = "unknown"
+            continue
+        improved = relative < 0 if settings.lower_is_better else relative > 0
+        record.verdict = "matters" if abs(relative) > settings.noise_threshold else "within noise"
+        record.direction = "better" if improved else "worse"
+    scored = [r for r in records if r.finished and key in r.metrics]
+    if not scored:
+        return None
+    pick = min if settings.lower_is_better else max
+    return pick(scored, key=lambda r: r.metrics[key]).name
+
+
+def _difference(value: float, baseline: float) -> dict[str, float | None]:
+    return {"absolute": value - baseline, "relative": (value - baseline) / abs(baseline) if baseline else None}
+
+
+def findings(comparison: Comparison) -> list[str]:
+    """Plain sentences: the best variant, which components matter and which way, what is missing."""
+    settings, key = comparison.settings, comparison.settings.key_metric
+    which_way = "lower" if settings.lower_is_better else "higher"
+    lines = [f"Judged on {key} ({which_way} is better) against {comparison.baseline}, "
+             f"with differences under {settings.noise_threshold:.0%} of the baseline counted as noise."]
+    baseline = next((r for r in comparison.variants if r.verdict == "baseline"), None)
+    if comparison.best is not None:
+        best = next(r for r in comparison.variants if r.name == comparison.best)
+        lines.append(f"Best variant: {best.name} ({key} {best.metrics[key]:.4g}).")
+    if baseline is None:
+        lines.append(f"No differences: the baseline variant {comparison.baseline} has not finished.")
+    for record in comparison.variants:
+        if record.verdict in ("matters", "within noise"):
+            lines.append(_verdict_sentence(record, baseline, key))
+        elif record.verdict == "unknown" and baseline is not None:
+            lines.append(f"{record.name}: cannot judge, no {key} in it or in {baseline.name}.")
+    if comparison.missing:
+        lines.append("Not compared: " + ", ".join(f"{r.name} ({r.status})" for r in comparison.missing) + ".")
+    return lines
+
+
+def _verdict_sentence(record: VariantRecord, baseline: VariantRecord, key: str) -> str:
+    value, reference = record.metrics[key], baseline.metrics[key]
+    relative = record.differences[key]["relative"]
+    change = ", ".join(Variant(record.name, record.changes).overrides()) or "no change"
+    if record.verdict == "matters":
+        return (f"{record.name} matters: {key} {value:.4g} is {abs(relative):.1%} {record.direction} than "
+                f"{baseline.name}'s {reference:.4g} ({change}).")
+    return (f"{record.name} does not measurably matter: {key} {value:.4g} is within the noise threshold of "
+            f"{baseline.name}'s {reference:.4g} ({relative:+.1%}; {change}).")
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole comparison
+
+
+def build_comparison(plan: Plan, root: Store) -> Comparison:
+    """Compare the selected variants and the baseline, from whatever they have written so far."""
+    suite = plan.suite
+    wanted = set(plan.selected) | {suite.baseline}
+    records = [collect(plan, root, variant) for variant in suite.variants if variant.name in wanted]
+    comparison = Comparison(suite.name, root.uri, suite.compare, suite.baseline, records)
+    comparison.best = judge(records, suite.baseline, suite.compare)
+    comparison.findings = findings(comparison)
+    return comparison
+
+
+def write_comparison(plan: Plan, root: Store) -> Comparison:
+    """Build the comparison and write comparison.json, the curves and report.md under `ablations/`."""
+    from unitvox.ablations.report import CURVES_PNG, REPORT, curves_png, report_markdown
+
+    comparison = build_comparison(plan, root)
+    root.write_text(COMPARISON, json.dumps(comparison.to_json(), indent=2, allow_nan=False) + "\n")
+    png = curves_png(comparison)
+    if png is not None:
+        root.write_bytes(CURVES_PNG, png)
+    root.write_text(REPORT, report_markdown(comparison, curves=png is not None))
+    return comparison
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities as null, since JSON has no such numbers."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {name: _json_safe(item) for name, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    return value

@@ -1,0 +1,95 @@
+"""The ablation report: a Markdown table of every variant against the baseline, and its curves as a PNG.
+
+Run: unitvox ablate --config jobs/demo.yaml --suite jobs/ablations/speaker.yaml --run ./runs/ablate-speaker --compare-only
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+from unitvox.ablations.compare import CURVES, Comparison, VariantRecord
+from unitvox.ablations.suite import Variant
+
+REPORT = "ablations/report.md"
+CURVES_PNG = "ablations/curves.png"
+# The report's columns, in this order, when any variant has them.
+TABLE_METRICS = ("validation/mel_best", "validation/mel_final", "loss/mel", "loss/gen_total", "evaluate/snr_db",
+                 "evaluate/mcd", "evaluate/unit_match", "evaluate/speaker_similarity", "evaluate/length_ratio")
+PANEL_INCHES = (5.0, 3.6)
+
+
+def report_markdown(comparison: Comparison, *, curves: bool) -> str:
+    """The report: findings, a table of metrics with the change from the baseline, curves, what is missing."""
+    finished = [record for record in comparison.variants if record.finished]
+    columns = [name for name in TABLE_METRICS if any(name in record.metrics for record in finished)]
+    lines = [f"# Ablation {comparison.suite}", "", f"Run: `{comparison.run}`", "", "## Findings", ""]
+    lines += [f"- {finding}" for finding in comparison.findings]
+    lines += ["", "## Variants", "",
+              "Each cell is the value and, in brackets, its change from the baseline. "
+              f"Losses are the mean of the last {comparison.settings.final_log_rows} logged steps.", ""]
+    lines.append("| variant | changes | steps | " + " | ".join(columns) + " | verdict | health |")
+    lines.append("|" + "---|" * (len(columns) + 5))
+    for record in finished:
+        cells = [_cell(record, name) for name in columns]
+        verdict = record.verdict if record.direction is None else f"{record.verdict} ({record.direction})"
+        lines.append(f"| {record.name} | {_changes(record)} | {record.steps} | " + " | ".join(cells)
+                     + f" | {verdict} | {_health(record)} |")
+    if curves:
+        lines += ["", "## Curves", "", "![training and validation curves of every variant](curves.png)"]
+    if comparison.missing:
+        lines += ["", "## Not compared", ""]
+        lines += [f"- {record.name}: {record.status} ({_changes(record)})" for record in comparison.missing]
+    lines += ["", "Machine-readable: `comparison.json`. Rebuild: `unitvox ablate ... --compare-only`.", ""]
+    return "\n".join(lines)
+
+
+def _cell(record: VariantRecord, name: str) -> str:
+    value = record.metrics.get(name)
+    if value is None:
+        return ""
+    relative = record.differences.get(name, {}).get("relative")
+    return f"{value:.4g}" + (f" ({relative:+.1%})" if relative is not None else "")
+
+
+def _changes(record: VariantRecord) -> str:
+    return ", ".join(f"`{change}`" for change in Variant(record.name, record.changes).overrides()) or "none"
+
+
+def _health(record: VariantRecord) -> str:
+    if not record.health:
+        return ""
+    reasons = ", ".join(record.health.get("reasons") or [])
+    return f"{record.health.get('status')}" + (f" ({reasons})" if reasons else "")
+
+
+def curves_png(comparison: Comparison) -> bytes | None:
+    """Every finished variant's curves, one panel per series, as PNG bytes; None when nothing was logged."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    finished = [record for record in comparison.variants if record.finished]
+    series = [name for name in CURVES if any(record.curves.get(name) for record in finished)]
+    if not series:
+        return None
+    columns = min(2, len(series))
+    rows = math.ceil(len(series) / columns)
+    # A Figure with its own Agg canvas leaves pyplot's global state (and any GUI backend) alone.
+    figure = Figure(figsize=(PANEL_INCHES[0] * columns, PANEL_INCHES[1] * rows), layout="constrained")
+    FigureCanvasAgg(figure)
+    for index, name in enumerate(series):
+        axes = figure.add_subplot(rows, columns, index + 1)
+        for record in finished:
+            points = record.curves.get(name)
+            if points:
+                steps, values = zip(*points)
+                baseline = record.verdict == "baseline"
+                axes.plot(steps, values, label=record.name, linewidth=2.4 if baseline else 1.2,
+                          color="black" if baseline else None, marker="o" if len(points) < 12 else None)
+        axes.set_title(name)
+        axes.set_xlabel("step")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize="small")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
