@@ -196,9 +196,7 @@ def _ablate(args: argparse.Namespace) -> int:
 
     plan = plan_ablation(load(args.config, args.overrides), load_suite(args.suite), args.only)
     if args.validate:
-        print(f"{args.suite}: valid against {args.config}; variants to run:")
-        print("\n".join(f"  {name}: {', '.join(plan.suite.variant(name).overrides()) or 'as the base'}"
-                        for name in plan.selected))
+        print(f"{args.suite}: valid against {args.config}; variants to run:\n" + "\n".join(plan.describe()))
         return 0
     store = open_store(args.run)
     if args.compare_only:

@@ -66,7 +66,8 @@ def test_two_variant_ablation_names_the_better_variant(ablated):
     slow = variants["slow_lr"]
     assert (slow["verdict"], slow["direction"]) == ("matters", "worse")
     assert slow["metrics"]["validation/mel_best"] > 1.5 * variants["baseline"]["metrics"]["validation/mel_best"]
-    assert slow["difference_from_baseline"]["validation/mel_best"]["relative"] > comparison["settings"]["noise_threshold"]
+    relative = slow["difference_from_baseline"]["validation/mel_best"]["relative"]
+    assert relative > comparison["settings"]["noise_threshold"]
     assert {"evaluate/snr_db", "evaluate/mcd", "evaluate/unit_match", "loss/mel"} <= set(slow["metrics"])
     assert "Best variant: baseline" in printed and "slow_lr matters" in printed and "worse than baseline" in printed
     report = (run / "ablations/report.md").read_text()
@@ -123,3 +124,22 @@ def test_job_completion_index_trains_exactly_that_variant(ablated, speech_corpus
 
     code, printed = _ablate(run, suite, speech_corpus, "--only", "baseline", "slow_lr", "--shard-index", "1")
     assert code == 0 and "variant slow_lr: train skipped" in printed
+
+
+@pytest.mark.e2e
+def test_a_variant_whose_values_changed_trains_again_from_scratch(ablated, speech_corpus, tmp_path):
+    source, suite, _ = ablated
+    run = tmp_path / "run"
+    shutil.copytree(source, run)
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(SUITE.replace("1.0e-6", "1.0e-5"))
+    area = run / "ablations/slow_lr"
+    before = json.loads((area / "train/_SUCCESS.json").read_text())["config_hash"]
+    old_log = (area / "train/training_log.jsonl").read_text()
+    code, printed = _ablate(run, edited, speech_corpus, "--only", "slow_lr", "--shard-index", "0")
+    assert code == 0 and "variant slow_lr: train ran" in printed and "evaluate ran" in printed
+    # Resuming the old final checkpoint would take no step and leave the old log as it was.
+    new_log = (area / "train/training_log.jsonl").read_text()
+    assert new_log != old_log and len(new_log.splitlines()) == len(old_log.splitlines())
+    assert json.loads((area / "train/_SUCCESS.json").read_text())["config_hash"] != before
+    assert load(str(area / "config.yaml")).train.lr_generator == pytest.approx(1e-5)

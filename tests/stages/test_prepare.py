@@ -130,7 +130,7 @@ def test_progress_reaches_the_metrics_sink(tmp_path, messy_input):
     sink = MemorySink()
     run_stage(_config(messy_input, "prepare.shards=1"), LocalStore(str(tmp_path / "run")), "prepare", metrics=sink)
     assert sink.get("stage_items_done", stage="prepare", shard="0") == 12
-    assert sink.get("stage_items_total", stage="prepare", shard="0") == 12
+    assert sink.get("stage_items_planned", stage="prepare", shard="0") == 12
 
 
 def test_s3_prefix_input_into_an_s3_run(tmp_path, s3_bucket):

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from unitvox.ablations.suite import ComparisonSettings, Variant
+from unitvox.ablations.suite import DECIBEL_METRICS, ComparisonSettings, Variant
 from unitvox.store import Store
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ class VariantRecord:
     """What one variant left behind, and how it compares with the baseline.
 
     `status` is `finished`, or why it is not compared: `not started`, `training not finished`,
-    `trained with another config`. `verdict` is `baseline`, `matters`, `within noise` or `unknown`.
+    `stopped by the health monitor: <reasons>`, `trained with another config`. `verdict` is `baseline`, `matters`, `within noise` or `unknown`.
     """
 
     name: str
@@ -81,7 +81,7 @@ class Comparison:
             "suite": self.suite, "run": self.run, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "settings": {"baseline": self.baseline, "key_metric": settings.key_metric,
                          "lower_is_better": settings.lower_is_better, "noise_threshold": settings.noise_threshold,
-                         "final_log_rows": settings.final_log_rows},
+                         "noise_threshold_db": settings.noise_threshold_db, "final_log_rows": settings.final_log_rows},
             "best_variant": self.best, "findings": self.findings,
             "variants": [record.to_json() for record in self.variants],
             "missing": {record.name: record.status for record in self.missing},
@@ -129,7 +129,10 @@ def collect(plan: Plan, root: Store, variant: Variant) -> VariantRecord:
     own = root.child(variant_prefix(variant.name))
     record = VariantRecord(variant.name, dict(variant.changes), "not started")
     if not own.exists(TRAIN_SUCCESS):
-        if own.exists(LOG) or own.exists("config.yaml"):
+        health = own.read_json(HEALTH) if own.exists(HEALTH) else {}
+        if health.get("status") == "critical":
+            record.status = f"stopped by the health monitor: {', '.join(health.get('reasons', []))}"
+        elif own.exists(LOG) or own.exists("config.yaml"):
             record.status = "training not finished"
         return record
     if own.read_json(TRAIN_SUCCESS).get("config_hash") != plan.configs[variant.name].stage_hash("train"):
@@ -164,14 +167,18 @@ def judge(records: list[VariantRecord], baseline_name: str, settings: Comparison
         if baseline is None:
             record.verdict = "unknown"
             continue
-        record.differences = {name: _difference(value, baseline.metrics[name])
+        record.differences = {name: _difference(name, value, baseline.metrics[name])
                               for name, value in record.metrics.items() if name in baseline.metrics}
-        relative = record.differences.get(key, {}).get("relative")
-        if relative is None:
+        difference = record.differences.get(key, {})
+        if settings.in_decibels:
+            size, threshold = difference.get("absolute"), settings.noise_threshold_db
+        else:
+            size, threshold = difference.get("relative"), settings.noise_threshold
+        if size is None:
             record.verdict = "unknown"
             continue
-        improved = relative < 0 if settings.lower_is_better else relative > 0
-        record.verdict = "matters" if abs(relative) > settings.noise_threshold else "within noise"
+        improved = size < 0 if settings.lower_is_better else size > 0
+        record.verdict = "matters" if abs(size) > threshold else "within noise"
         record.direction = "better" if improved else "worse"
     scored = [r for r in records if r.finished and key in r.metrics]
     if not scored:
@@ -180,8 +187,10 @@ def judge(records: list[VariantRecord], baseline_name: str, settings: Comparison
     return pick(scored, key=lambda r: r.metrics[key]).name
 
 
-def _difference(value: float, baseline: float) -> dict[str, float | None]:
-    return {"absolute": value - baseline, "relative": (value - baseline) / abs(baseline) if baseline else None}
+def _difference(name: str, value: float, baseline: float) -> dict[str, float | None]:
+    """The change from the baseline, and as a share of it (None for decibels and a zero baseline)."""
+    relative = (value - baseline) / abs(baseline) if baseline and name not in DECIBEL_METRICS else None
+    return {"absolute": value - baseline, "relative": relative}
 
 
 def findings(comparison: Comparison) -> list[str]:
@@ -189,7 +198,7 @@ def findings(comparison: Comparison) -> list[str]:
     settings, key = comparison.settings, comparison.settings.key_metric
     which_way = "lower" if settings.lower_is_better else "higher"
     lines = [f"Judged on {key} ({which_way} is better) against {comparison.baseline}, "
-             f"with differences under {settings.noise_threshold:.0%} of the baseline counted as noise."]
+             f"with differences under {settings.describe_threshold()} counted as noise."]
     baseline = next((r for r in comparison.variants if r.verdict == "baseline"), None)
     if comparison.best is not None:
         best = next(r for r in comparison.variants if r.name == comparison.best)
@@ -208,13 +217,23 @@ def findings(comparison: Comparison) -> list[str]:
 
 def _verdict_sentence(record: VariantRecord, baseline: VariantRecord, key: str) -> str:
     value, reference = record.metrics[key], baseline.metrics[key]
-    relative = record.differences[key]["relative"]
     change = ", ".join(Variant(record.name, record.changes).overrides()) or "no change"
     if record.verdict == "matters":
-        return (f"{record.name} matters: {key} {value:.4g} is {abs(relative):.1%} {record.direction} than "
-                f"{baseline.name}'s {reference:.4g} ({change}).")
+        return (f"{record.name} matters: {key} {value:.4g} is {describe_difference(record, key, signed=False)} "
+                f"{record.direction} than {baseline.name}'s {reference:.4g} ({change}).")
     return (f"{record.name} does not measurably matter: {key} {value:.4g} is within the noise threshold of "
-            f"{baseline.name}'s {reference:.4g} ({relative:+.1%}; {change}).")
+            f"{baseline.name}'s {reference:.4g} ({describe_difference(record, key)}; {change}).")
+
+
+def describe_difference(record: VariantRecord, name: str, *, signed: bool = True) -> str:
+    """`+12.5%`, or `-1.3 dB` for decibels; empty when there is no difference to show."""
+    difference = record.differences.get(name, {})
+    relative, absolute = difference.get("relative"), difference.get("absolute")
+    if relative is not None:
+        return f"{relative:+.1%}" if signed else f"{abs(relative):.1%}"
+    if absolute is not None and name in DECIBEL_METRICS:
+        return f"{absolute:+.2f} dB" if signed else f"{abs(absolute):.2f} dB"
+    return ""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import math
 
-from unitvox.ablations.compare import CURVES, Comparison, VariantRecord
+from unitvox.ablations.compare import CURVES, Comparison, VariantRecord, describe_difference
 from unitvox.ablations.suite import Variant
 
 REPORT = "ablations/report.md"
@@ -25,14 +25,16 @@ def report_markdown(comparison: Comparison, *, curves: bool) -> str:
     columns = [name for name in TABLE_METRICS if any(name in record.metrics for record in finished)]
     lines = [f"# Ablation {comparison.suite}", "", f"Run: `{comparison.run}`", "", "## Findings", ""]
     lines += [f"- {finding}" for finding in comparison.findings]
+    lines += ["", "Each variant is one training run: a difference just past the threshold may be seed noise; "
+                  "confirm it with another `train.seed`."]
     lines += ["", "## Variants", "",
-              "Each cell is the value and, in brackets, its change from the baseline. "
+              "Each cell is the value and, in brackets, its change from the baseline (in dB for decibels). "
               f"Losses are the mean of the last {comparison.settings.final_log_rows} logged steps.", ""]
     lines.append("| variant | changes | steps | " + " | ".join(columns) + " | verdict | health |")
     lines.append("|" + "---|" * (len(columns) + 5))
     for record in finished:
         cells = [_cell(record, name) for name in columns]
-        verdict = record.verdict if record.direction is None else f"{record.verdict} ({record.direction})"
+        verdict = f"{record.verdict} ({record.direction})" if record.verdict == "matters" else record.verdict
         lines.append(f"| {record.name} | {_changes(record)} | {record.steps} | " + " | ".join(cells)
                      + f" | {verdict} | {_health(record)} |")
     if curves:
@@ -48,8 +50,8 @@ def _cell(record: VariantRecord, name: str) -> str:
     value = record.metrics.get(name)
     if value is None:
         return ""
-    relative = record.differences.get(name, {}).get("relative")
-    return f"{value:.4g}" + (f" ({relative:+.1%})" if relative is not None else "")
+    difference = describe_difference(record, name)
+    return f"{value:.4g}" + (f" ({difference})" if difference else "")
 
 
 def _changes(record: VariantRecord) -> str:
@@ -77,6 +79,7 @@ def curves_png(comparison: Comparison) -> bytes | None:
     # A Figure with its own Agg canvas leaves pyplot's global state (and any GUI backend) alone.
     figure = Figure(figsize=(PANEL_INCHES[0] * columns, PANEL_INCHES[1] * rows), layout="constrained")
     FigureCanvasAgg(figure)
+    colours = _variant_colours([record.name for record in finished])
     for index, name in enumerate(series):
         axes = figure.add_subplot(rows, columns, index + 1)
         for record in finished:
@@ -85,7 +88,7 @@ def curves_png(comparison: Comparison) -> bytes | None:
                 steps, values = zip(*points)
                 baseline = record.verdict == "baseline"
                 axes.plot(steps, values, label=record.name, linewidth=2.4 if baseline else 1.2,
-                          color="black" if baseline else None, marker="o" if len(points) < 12 else None)
+                          color="black" if baseline else colours[record.name], marker="o" if len(points) < 12 else None)
         axes.set_title(name)
         axes.set_xlabel("step")
         axes.grid(alpha=0.3)
@@ -93,3 +96,11 @@ def curves_png(comparison: Comparison) -> bytes | None:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()
+
+
+def _variant_colours(names: list[str]) -> dict[str, tuple]:
+    """One colour per variant, the same in every panel: tab20's ten dark shades first, then its light ones."""
+    from matplotlib import colormaps
+
+    palette = colormaps["tab20"]
+    return {name: palette((2 * index) % 20 + (2 * index // 20) % 2) for index, name in enumerate(names)}

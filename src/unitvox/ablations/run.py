@@ -54,6 +54,11 @@ class Plan:
     def variant_stages(self) -> list[str]:
         return [stage for stage in VARIANT_STAGES if stage == "train" or stage in self.base.pipeline.stages]
 
+    def describe(self) -> list[str]:
+        """A line per selected variant: its name and what it changes."""
+        return [f"  {name}: {', '.join(self.suite.variant(name).overrides()) or 'as the base'}"
+                for name in self.selected]
+
 
 def upstream_stages(config: Config) -> list[str]:
     stages = list(config.pipeline.stages)
@@ -112,7 +117,22 @@ def require_upstream(plan: Plan, root: Store) -> None:
         if reason is not None:
             raise IncompleteError(
                 f"the variants share the base run's {stage} ({root.url(stage)}/), which is not finished ({reason}): "
-                f"run it first, e.g. unitvox pipeline --config BASE --run {root.uri} --stages {','.join(plan.upstream)}")
+                f"run it first, e.g. unitvox pipeline --config BASE --run {root.uri} "
+                f"--stages {','.join(plan.upstream)}")
+
+
+def record_inputs(plan: Plan, root: Store) -> None:
+    """Keep the base config and the suite under `ablations/`: what the variants and the comparison came from."""
+    root.write_text(BASE_CONFIG, to_yaml(plan.base, "# The resolved base config of this ablation, written by "
+                                                    "unitvox ablate; every variant changes a few keys of it\n"))
+    root.write_text(SUITE_COPY, plan.suite.text)
+
+
+def _write_variant_config(plan: Plan, root: Store, name: str) -> None:
+    rerun = (f"unitvox ablate --config {root.url(BASE_CONFIG)} --suite {root.url(SUITE_COPY)} --run {root.uri} "
+             f"--only {name}")
+    header = f"# Variant {name} of ablation suite {plan.suite.name}, written by unitvox ablate. Rerun:\n#   {rerun}\n"
+    root.write_text(f"{variant_prefix(name)}/config.yaml", to_yaml(plan.configs[name], header))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -131,7 +151,8 @@ class VariantOutcome:
             [f"every variant finished: comparison written under {ABLATIONS}/"] if self.compared else [])
 
 
-def run_variant(plan: Plan, root: Store, index: int, count: int | None = None, *, force: bool = False) -> VariantOutcome:
+def run_variant(plan: Plan, root: Store, index: int, count: int | None = None, *,
+                force: bool = False) -> VariantOutcome:
     """Train (and evaluate) variant `index` of the selected variants, in the suite's order.
 
     The last variant to finish also writes the comparison, so an Indexed Job leaves one behind.
@@ -149,15 +170,19 @@ def run_variant(plan: Plan, root: Store, index: int, count: int | None = None, *
     name = plan.selected[index]
     config = plan.configs[name]
     store = variant_store(root, name, plan.upstream)
-    store.write_text("config.yaml", to_yaml(config, f"# Variant {name} of ablation suite {plan.suite.name}, "
-                                                    f"written by unitvox ablate\n"))
+    record_inputs(plan, root)
+    _write_variant_config(plan, root, name)
     results = []
-    for stage in plan.variant_stages():
-        sink = open_sink(config, run_label(root.uri), stage)  # the run's label, not the variant folder's
-        try:
-            results.append(run_stage(config, store, stage, metrics=sink, force=force))
-        finally:
-            sink.close()
+    try:
+        for stage in plan.variant_stages():
+            sink = open_sink(config, run_label(root.uri), stage)  # the run's label, not the variant folder's
+            try:
+                fresh = force or _restart(config, store, stage)
+                results.append(run_stage(config, store, stage, metrics=sink, force=fresh))
+            finally:
+                sink.close()
+    finally:
+        _write_variant_config(plan, root, name)  # a stage writes its own config.yaml, with a generic header
     outcome = VariantOutcome(name, results)
     if all(variant_finished(plan, root, other) for other in plan.suite.names()):
         from unitvox.ablations.compare import write_comparison
@@ -165,6 +190,17 @@ def run_variant(plan: Plan, root: Store, index: int, count: int | None = None, *
         write_comparison(plan, root)
         outcome.compared = True
     return outcome
+
+
+def _restart(config: Config, store: Store, stage: str) -> bool:
+    """Whether a variant's training must start over rather than resume: its config changed since it ran.
+
+    Resuming would load the old run's final checkpoint, stop at once (max_steps is reached) and
+    report the old variant's results as the new one's.
+    """
+    if stage != "train" or not store.exists("train/_SUCCESS.json"):
+        return False
+    return pending(config, store, stage) == "config changed"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,9 +232,7 @@ def run_suite(plan: Plan, root: Store, *, force: bool = False, echo: Callable[[s
     """
     from unitvox.controller.local import Step, StepFailed, run_pipeline, run_step
 
-    root.write_text(BASE_CONFIG, to_yaml(plan.base, "# The resolved base config of this ablation, written by "
-                                                    "unitvox ablate; every variant changes a few keys of it\n"))
-    root.write_text(SUITE_COPY, plan.suite.text)
+    record_inputs(plan, root)
     run_pipeline(plan.base, root, config_uri=root.url(BASE_CONFIG), stages=plan.upstream, echo=echo)
     argv = ("unitvox", "ablate", "--config", root.url(BASE_CONFIG), "--suite", root.url(SUITE_COPY), "--run", root.uri)
     if plan.selected != tuple(plan.suite.names()):

@@ -18,6 +18,8 @@ _VARIANT_NAME = re.compile(r"^[a-z0-9]([a-z0-9_]{0,38}[a-z0-9])?$")
 # What the comparison may judge, and which way is better; a log's `loss/*` terms are reported, not judged.
 LOWER_IS_BETTER = ("validation/mel_best", "validation/mel_final", "loss/mel", "evaluate/mcd")
 HIGHER_IS_BETTER = ("evaluate/snr_db", "evaluate/unit_match", "evaluate/speaker_similarity")
+# Decibels sit near zero and change sign, so a share of the baseline means nothing: they differ in dB.
+DECIBEL_METRICS = ("evaluate/snr_db",)
 
 
 @dataclass(frozen=True)
@@ -31,26 +33,38 @@ class ComparisonSettings:
             or HIGHER_IS_BETTER.
         noise_threshold: a difference from the baseline's key metric smaller than this share of the
             baseline's value (0.05 = 5 %) counts as run-to-run noise, not an effect.
+        noise_threshold_db: the same for a key metric in decibels (DECIBEL_METRICS), in dB.
         final_log_rows: how many of the last logged steps are averaged for a variant's final losses.
     """
 
     baseline: str = ""
     key_metric: str = "validation/mel_best"
     noise_threshold: float = 0.05
+    noise_threshold_db: float = 0.5
     final_log_rows: int = 5
 
     def check(self, where: str) -> None:
         judged = LOWER_IS_BETTER + HIGHER_IS_BETTER
         if self.key_metric not in judged:
             raise ConfigError(f"{where}.key_metric: {self.key_metric!r} is not one of {list(judged)}")
-        if not self.noise_threshold >= 0:
-            raise ConfigError(f"{where}.noise_threshold: must not be negative, got {self.noise_threshold}")
+        for name in ("noise_threshold", "noise_threshold_db"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"{where}.{name}: must not be negative, got {getattr(self, name)}")
         if self.final_log_rows < 1:
             raise ConfigError(f"{where}.final_log_rows: must be at least 1, got {self.final_log_rows}")
 
     @property
     def lower_is_better(self) -> bool:
         return self.key_metric in LOWER_IS_BETTER
+
+    @property
+    def in_decibels(self) -> bool:
+        return self.key_metric in DECIBEL_METRICS
+
+    def describe_threshold(self) -> str:
+        if self.in_decibels:
+            return f"{self.noise_threshold_db:g} dB"
+        return f"{self.noise_threshold:.0%} of the baseline"
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,9 @@ class HealthConfig:
     """When the monitor looks at training, and what it calls a warning or critical.
 
     The monitor judges the last `window` rows of the training log (`train.log_every` steps apart),
-    so its figures are averages and trends, not single noisy steps. Severity per signal: a value
-    past a `..._warning`-style threshold is a warning, past a `..._critical` one is critical.
+    so its figures are averages and trends, not single noisy steps. A signal with two thresholds
+    is a warning past the plain one and critical past its `_critical` twin. The defaults below
+    (listed with a comment each in jobs/base.yaml) suit HiFi-GAN-style training at its usual rates.
 
     Attributes:
         enabled: run the monitor inside training (a saved run can be diagnosed either way).
@@ -31,13 +32,16 @@ class HealthConfig:
         exploding_gradient_norm_critical: above this it is critical.
         vanishing_gradient_norm: a network whose median gradient norm is below this gets a warning.
         dominance_score_gap: least-squares discriminators aim at 1 on real and 0 on generated audio;
-            a mean gap D(real) - D(generated) at or above this (its loss near zero) while the
-            generator's adversarial loss does not fall is discriminator dominance (a warning).
+            a mean gap D(real) - D(generated) at or above this (its loss near zero, the generator's
+            adversarial loss near its ceiling) is discriminator dominance (a warning).
         collapse_score_gap: a mean gap at or below this (the discriminator no longer tells real
-            from generated, or has it backwards) is discriminator collapse (a warning).
+            from generated, or has it backwards) is discriminator collapse (a warning) ...
+        collapse_min_peak_gap: ... once its mean gap had reached this; before, it is still learning.
         mode_collapse_ratio: generated audio's log-mel variance, or the spread between outputs for
-            different inputs, as a fraction of real audio's; below this is a warning.
-        mode_collapse_ratio_critical: below this it is critical.
+            different inputs, as a fraction of real audio's; below this is a warning ...
+        mode_collapse_ratio_critical: ... below this it is critical ...
+        mode_collapse_min_peak: ... once that figure had reached this (an untrained generator's
+            near-silent output is alike for every input without having collapsed).
         divergence_loss: the training-log loss whose rise means divergence.
         divergence_ratio: the recent mean of `divergence_loss` over its lowest windowed mean so
             far; at or above this is a warning.
@@ -54,18 +58,20 @@ class HealthConfig:
     window: int = 20
     min_rows: int = 5
     stop_on_critical: bool = True
-    exploding_gradient_norm: float = 1.0e4
-    exploding_gradient_norm_critical: float = 1.0e6
+    exploding_gradient_norm: float = 1.0e5
+    exploding_gradient_norm_critical: float = 1.0e7
     vanishing_gradient_norm: float = 1.0e-6
     dominance_score_gap: float = 0.8
     collapse_score_gap: float = 0.02
-    mode_collapse_ratio: float = 0.2
-    mode_collapse_ratio_critical: float = 0.05
+    collapse_min_peak_gap: float = 0.2
+    mode_collapse_ratio: float = 0.05
+    mode_collapse_ratio_critical: float = 0.01
+    mode_collapse_min_peak: float = 0.1
     divergence_loss: str = "loss/mel"
     divergence_ratio: float = 1.5
     divergence_ratio_critical: float = 3.0
-    balance_max_share: float = 0.995
-    balance_min_share: float = 0.001
+    balance_max_share: float = 0.999
+    balance_min_share: float = 0.0005
     speaker_similarity_min: float = 0.3
 
     def check(self, key: str) -> None:
@@ -81,8 +87,10 @@ class HealthConfig:
                 "must not exceed mode_collapse_ratio")
         require(1 < self.divergence_ratio <= self.divergence_ratio_critical, f"{key}.divergence_ratio",
                 "must be above 1 and not exceed divergence_ratio_critical")
-        require(self.collapse_score_gap < self.dominance_score_gap, f"{key}.collapse_score_gap",
-                "must be below dominance_score_gap")
+        require(self.collapse_score_gap < self.collapse_min_peak_gap <= self.dominance_score_gap,
+                f"{key}.collapse_min_peak_gap", "must be above collapse_score_gap and not above dominance_score_gap")
+        require(self.mode_collapse_ratio < self.mode_collapse_min_peak, f"{key}.mode_collapse_min_peak",
+                "must be above mode_collapse_ratio")
         require(self.balance_min_share < self.balance_max_share <= 1, f"{key}.balance_max_share",
                 "must be above balance_min_share and at most 1")
         require(self.speaker_similarity_min <= 1, f"{key}.speaker_similarity_min", "a cosine similarity is at most 1")

@@ -27,6 +27,8 @@ class MetricsConfig:
             pushes once more when it ends.
         variant: the ablation variant this run is, the `variant` label of every series
             (`base` for a run that is not part of an ablation).
+        linger_seconds: after training stops on critical health, rank 0 keeps serving `/metrics`
+            this long before it exits, so Prometheus scrapes the verdict (two scrape intervals).
     """
 
     port: int = 9400
@@ -34,8 +36,9 @@ class MetricsConfig:
     pushgateway: str = ""
     push_interval_seconds: float = 30.0
     variant: str = "base"
+    linger_seconds: float = 60.0
 
-    EXECUTION_KEYS = ("port", "address", "pushgateway", "push_interval_seconds", "variant")
+    EXECUTION_KEYS = ("port", "address", "pushgateway", "push_interval_seconds", "variant", "linger_seconds")
 
     def check(self, key: str) -> None:
         require(0 <= self.port <= 65535, f"{key}.port", f"must be a TCP port or 0, got {self.port}")
@@ -43,5 +46,6 @@ class MetricsConfig:
         require(not self.pushgateway or self.pushgateway.startswith(("http://", "https://")), f"{key}.pushgateway",
                 f"must be an http(s):// URL or empty, got {self.pushgateway!r}")
         require(self.push_interval_seconds > 0, f"{key}.push_interval_seconds", "must be positive")
+        require(self.linger_seconds >= 0, f"{key}.linger_seconds", "must not be negative")
         require(re.fullmatch(VARIANT_PATTERN, self.variant) is not None, f"{key}.variant",
                 f"must match {VARIANT_PATTERN} (a short slug), got {self.variant!r}")

@@ -120,8 +120,9 @@ def _stages(args: argparse.Namespace, config: Any) -> list[str]:
 
 
 def _upstream_of_ablation(config: Any) -> list[str]:
-    stages = list(config.pipeline.stages)
-    return stages[: stages.index("train")] if "train" in stages else stages
+    from unitvox.ablations.run import upstream_stages
+
+    return upstream_stages(config)
 
 
 def _render(args: argparse.Namespace) -> int:

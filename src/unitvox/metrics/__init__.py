@@ -9,7 +9,6 @@ is defined in metrics/catalogue.py.
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import re
 from typing import TYPE_CHECKING, Protocol
@@ -19,7 +18,6 @@ from unitvox.metrics.catalogue import lookup
 if TYPE_CHECKING:
     from unitvox.config import Config
 
-LOG = logging.getLogger(__name__)
 # Long-running stages serve /metrics for Prometheus to scrape; every other stage pushes.
 SERVED_STAGES = ("train",)
 

@@ -52,7 +52,8 @@ _SPECS = (
            labels=("config_hash", "version", "git_commit", "image")),
     _gauge("stage_items_done", "Items this stage shard has finished (files, segments, training steps).",
            labels=("shard",)),
-    _gauge("stage_items_total", "Items this stage shard has to do.", labels=("shard",)),
+    # Not `_items_total`: Prometheus keeps the _total suffix for counters, and this is a gauge.
+    _gauge("stage_items_planned", "Items this stage shard has to do in all.", labels=("shard",)),
     _gauge("stage_duration_seconds", "Wall time of the last run of a stage phase on a shard.", "seconds",
            labels=("phase", "shard")),
     _gauge("stage_last_success_timestamp_seconds", "Unix time the stage last finished its final phase.", "seconds"),

@@ -11,8 +11,9 @@ import logging
 import time
 from collections.abc import Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, pushadd_to_gateway
-from prometheus_client import start_http_server
+from prometheus_client import (
+    CollectorRegistry, Counter, Gauge, generate_latest, pushadd_to_gateway, start_http_server,
+)
 
 from unitvox.metrics.catalogue import BASE_LABELS, MetricSpec, lookup
 
@@ -70,7 +71,8 @@ class PrometheusSink:
         try:
             self._server, _ = start_http_server(port, addr=address, registry=self.registry)
         except OSError as error:
-            LOG.warning("cannot serve /metrics on %s:%s (%s); going on without a metrics endpoint", address, port, error)
+            LOG.warning("cannot serve /metrics on %s:%s (%s); going on without a metrics endpoint",
+                        address, port, error)
             return None
         self.port = self._server.server_port
         LOG.info("serving /metrics on %s:%s", address, self.port)

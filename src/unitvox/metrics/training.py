@@ -62,7 +62,7 @@ def export_progress(sink: MetricsSink, step: int, max_steps: int, epoch: int) ->
     sink.gauge("train_step", step)
     sink.gauge("train_epoch", epoch)
     sink.gauge("stage_items_done", step, shard=UNSHARDED)
-    sink.gauge("stage_items_total", max_steps, shard=UNSHARDED)
+    sink.gauge("stage_items_planned", max_steps, shard=UNSHARDED)
 
 
 def export_health(sink: MetricsSink, report: HealthReport) -> None:

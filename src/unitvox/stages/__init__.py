@@ -153,7 +153,8 @@ def _run_phase(module: ModuleType, step: Phase, context: Context, *, last: bool)
     """Run one phase for one shard, then report its duration (and the stage's success after its last phase)."""
     began = time.time()
     summary = getattr(module, step.name)(context) or {}
-    context.metrics.gauge("stage_duration_seconds", time.time() - began, phase=step.name, shard=str(context.shard.index))
+    shard = str(context.shard.index)
+    context.metrics.gauge("stage_duration_seconds", time.time() - began, phase=step.name, shard=shard)
     if last:
         context.metrics.gauge("stage_last_success_timestamp_seconds", time.time())
     return summary

@@ -71,7 +71,7 @@ def score(context: Context) -> dict[str, Any]:
     position = {item.segment_id: i for i, item in enumerate(references.items)}
     mine, shard = context.shard.take(items), str(context.shard.index)
     done = resumed = 0
-    context.metrics.gauge("stage_items_total", len(mine), stage="evaluate", shard=shard)
+    context.metrics.gauge("stage_items_planned", len(mine), stage="evaluate", shard=shard)
     context.metrics.gauge("stage_items_done", 0, stage="evaluate", shard=shard)
     for item in tqdm(mine, desc=f"evaluate {context.shard.name}", unit="seg", disable=None):
         key = f"{PARTS}/{item.segment_id}.json"
@@ -151,9 +151,11 @@ def merge(context: Context) -> dict[str, Any]:
 
 
 # Summary mean -> the gauge it is pushed as.
-RESULT_METRICS = {"snr_db_mean": "evaluate_snr_decibels", "mcd_mean": "evaluate_mel_cepstral_distortion_decibels",
-                  "length_ratio_mean": "evaluate_length_ratio", "speaker_similarity_mean": "evaluate_speaker_similarity",
-                  "unit_match_mean": "evaluate_unit_match_ratio"}
+RESULT_METRICS = {
+    "snr_db_mean": "evaluate_snr_decibels", "mcd_mean": "evaluate_mel_cepstral_distortion_decibels",
+    "length_ratio_mean": "evaluate_length_ratio", "speaker_similarity_mean": "evaluate_speaker_similarity",
+    "unit_match_mean": "evaluate_unit_match_ratio",
+}
 
 
 def _export_results(metrics: MetricsSink, summary: dict[str, float], *, passed: bool) -> None:

@@ -116,7 +116,7 @@ def segment(context: Context) -> dict[str, Any]:
     mine = context.shard.take(list_sources(config.prepare))
     done = skipped = 0
     shard = str(context.shard.index)
-    context.metrics.gauge("stage_items_total", len(mine), stage="prepare", shard=shard)
+    context.metrics.gauge("stage_items_planned", len(mine), stage="prepare", shard=shard)
     context.metrics.gauge("stage_items_done", 0, stage="prepare", shard=shard)
     progress = tqdm(mine, desc=f"prepare {context.shard.name}", unit="file", mininterval=2.0, disable=None)
     for source in progress:

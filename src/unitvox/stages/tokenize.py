@@ -170,7 +170,7 @@ def assign(context: Context) -> dict[str, Any]:
     mine = context.shard.take(_segments(store))
     done = resumed = 0
     shard = str(context.shard.index)
-    context.metrics.gauge("stage_items_total", len(mine), stage="tokenize", shard=shard)
+    context.metrics.gauge("stage_items_planned", len(mine), stage="tokenize", shard=shard)
     context.metrics.gauge("stage_items_done", 0, stage="tokenize", shard=shard)
     for segment in tqdm(mine, desc=f"assign {context.shard.name}", unit="seg", mininterval=2.0, disable=None):
         key = f"{PARTS}/{segment['id']}.json"

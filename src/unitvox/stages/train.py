@@ -9,13 +9,15 @@ train/_SUCCESS.json once training ends (max_steps or early stopping).
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from typing import Any
 
 import torch
 
 from unitvox.config import Config, ConfigError
-from unitvox.stages import Context, IncompleteError, Phase
+from unitvox.stages import Context, IncompleteError, Phase, Unhealthy
 from unitvox.stages.record import upstream, write_success
 from unitvox.stages.tokenize import CODEBOOK, UNITS
 from unitvox.store import Store, split_uri
@@ -24,6 +26,7 @@ from unitvox.vocoder.data import AudioReader, UnitAudioDataset, load_items, spea
 from unitvox.vocoder.loop import LOG, Distributed, StopFlag, Trainer
 from unitvox.vocoder.state import build_state
 
+LOGGER = logging.getLogger(__name__)
 PHASES = (Phase("fit"),)
 SPLIT = "train/split.json"
 LATEST = f"{ckpt.CHECKPOINTS}/latest.pt"
@@ -98,6 +101,14 @@ def build_trainer(context: Context, stop: StopFlag | None = None) -> Trainer:
                    distributed, stop or StopFlag())
 
 
+def _linger(context: Context) -> None:
+    """Keep a served /metrics up a little longer, so the critical verdict is scraped before the pod goes."""
+    seconds = context.config.metrics.linger_seconds
+    if getattr(context.metrics, "port", None) and seconds:
+        LOGGER.warning("training stopped on critical health; serving /metrics %.0f s more", seconds)
+        time.sleep(seconds)
+
+
 def initial_generator(uri: str, description: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Generator weights to start from: the architecture must match, LoRA aside (adapters are added after)."""
     source, key = split_uri(uri)
@@ -113,7 +124,11 @@ def fit(context: Context, stop: StopFlag | None = None) -> dict[str, Any]:
     stop = stop or StopFlag()
     stop.install()
     trainer = build_trainer(context, stop)
-    summary = trainer.run()
+    try:
+        summary = trainer.run()
+    except Unhealthy:
+        _linger(context)
+        raise
     if trainer.distributed.is_main:
         outputs = [LATEST, LOG] + ([BEST] if context.store.exists(BEST) else [])
         write_success(

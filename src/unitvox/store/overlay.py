@@ -74,7 +74,8 @@ class OverlayStore(Store):
         keys = [key for key in self.own.list(prefix) if not self._is_shared(key)]
         for folder in self.shared:
             if folder.startswith(prefix) or prefix.startswith(folder):
-                keys += [key for key in self.shared_store.list(f"{folder}/" if folder else "") if key.startswith(prefix)]
+                shared_keys = self.shared_store.list(f"{folder}/" if folder else "")
+                keys += [key for key in shared_keys if key.startswith(prefix)]
         return iter(sorted(set(keys)))
 
     def child(self, prefix: str) -> Store:

@@ -110,7 +110,7 @@ class Trainer:
         self.autocast = self._autocast()
         self.networks = figures.networks(self.state.generator, self.state.discriminators, self.state.speaker_encoder)
         self.discriminator_networks = {name: net for name, net in self.networks.items()
-                               if name not in ("generator", figures.SPEAKER_ENCODER)}
+                                       if name not in ("generator", figures.SPEAKER_ENCODER)}
         self.monitor = HealthMonitor(self.settings.health, self.settings.lambdas.weights(), self.store)
         self._checked_step = -1
         self._throughput = (time.time(), self.state.step)
@@ -289,7 +289,8 @@ class Trainer:
         now, step = time.time(), self.state.step
         then, before = self._throughput
         self._throughput = (now, step)
-        return (step - before) * self.settings.batch_size * self.distributed.world / max(now - then, 1e-9)
+        elapsed = now - then
+        return (step - before) * self.settings.batch_size * self.distributed.world / elapsed if elapsed > 0 else 0.0
 
     def _check_health(self) -> None:
         """Judge health on rank 0; when critical and `stop_on_critical`, save the evidence and stop every rank.

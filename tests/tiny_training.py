@@ -1,0 +1,11 @@
+"""The shipped demo config shrunk to a few seconds of training, for tests that need real training steps.
+
+k matches the `tokenized_run` fixture; every step is logged so a health check sees every step; the
+monitor's window is short so a few steps fill it; no /metrics endpoint unless a test opens one.
+"""
+
+SHRINK = ["tokenize.kmeans.k=20", "tokenize.kmeans.sample_frames=4000", "train.segment_seconds=0.25",
+          "train.batch_size=4", "train.log_every=1", "train.validate_every=1000", "train.sample_every=1000",
+          "train.validation_items=2", "metrics.port=0", "train.health.window=8", "train.health.min_rows=4"]
+# Without speaker conditioning a step is cheaper.
+NO_SPEAKER = ["train.speaker.enabled=false", "train.generator.speaker_embedding_dim=0"]
