@@ -103,7 +103,7 @@ def assess(log: Sequence[Row], config: HealthConfig, weights: Mapping[str, float
 
 
 def write_report(store: Store, report: HealthReport) -> str:
-    """Write the report as train/health/step_XXXXXXXX.json and train/health/latest.json; returns the first key."""
+    """Write the report as train/health/step_<8-digit step>.json and train/health/latest.json; returns the first key."""
     key = f"{REPORTS}/step_{report.step:08d}.json"
     payload = report.to_dict()
     store.write_json(key, payload)
