@@ -103,3 +103,28 @@ def test_pipeline_into_s3(speech_corpus, s3_bucket, tmp_path):
     again = unitvox("pipeline", "--config", "jobs/demo.yaml", "--run", run, "--set", f"prepare.input={speech_corpus}",
                     "--set", "bpe.vocab_size=150", *QUICK)
     assert set(statuses(again.stdout).values()) == {"skipped"}
+
+
+def test_stages_wait_for_their_inputs_only_when_told_to(monkeypatch):
+    from unitvox import cli
+    from unitvox.stages import IncompleteError
+
+    attempts = []
+
+    def not_ready_twice():
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise IncompleteError("tokenize fit: 1 of 2 sample shards missing")
+        return "ran"
+
+    monkeypatch.setattr(cli, "WAIT_POLL_SECONDS", 0.01)
+    monkeypatch.delenv("UNITVOX_WAIT_FOR_INPUTS_SECONDS", raising=False)
+    with pytest.raises(IncompleteError):
+        cli._wait_for_inputs(not_ready_twice)
+    assert len(attempts) == 1, "no wait by default"
+    monkeypatch.setenv("UNITVOX_WAIT_FOR_INPUTS_SECONDS", "30")
+    attempts.clear()
+    assert cli._wait_for_inputs(not_ready_twice) == "ran" and len(attempts) == 3
+    monkeypatch.setenv("UNITVOX_WAIT_FOR_INPUTS_SECONDS", "soon")
+    with pytest.raises(cli.ConfigError, match="UNITVOX_WAIT_FOR_INPUTS_SECONDS"):
+        cli._wait_for_inputs(not_ready_twice)

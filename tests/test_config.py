@@ -56,6 +56,11 @@ def test_overrides_parse_yaml_values(tmp_path):
         ("pipeline.stages=[prepare, train_everything]", r"pipeline\.stages\[1\]: unknown stage"),
         ("nonsense=1", r"nonsense: unknown key"),
         ("tokenize.kmeans=3", r"tokenize\.kmeans: expected a mapping"),
+        ("cluster.resources.train.memory=lots", r"cluster\.resources\.train\.memory: not a Kubernetes quantity"),
+        ("cluster.resources.train.node_selector={pool: 1}", r"cluster\.resources\.train\.node_selector\.pool: expected str"),
+        ("cluster.resources.train.node_selector=[a]", r"cluster\.resources\.train\.node_selector: expected a mapping"),
+        ("cluster.training.launcher=slurm", r"cluster\.training\.launcher: choose one of"),
+        ("cluster.termination_grace_seconds=5", r"cluster\.termination_grace_seconds: must be at least 30"),
     ],
 )
 def test_bad_values_are_refused_naming_the_key(override, message):
@@ -83,3 +88,16 @@ def test_resolved_config_round_trips(tmp_path):
     config = load(f"{JOBS}/demo.yaml", ["tokenize.kmeans.k=9"])
     LocalStore(str(tmp_path)).write_text("config.yaml", to_yaml(config))
     assert load(str(tmp_path / "config.yaml")) == config
+
+
+def test_a_section_given_in_part_keeps_its_own_defaults():
+    config = load(f"{JOBS}/demo.yaml", ["cluster.resources.evaluate.memory=9Gi"])
+    assert config.cluster.resources.evaluate.memory == "9Gi"
+    assert config.cluster.resources.evaluate.cpu == "1", "the demo's other evaluate keys stay"
+    bare = load(f"{JOBS}/demo.yaml", ["cluster.resources.diagnose={memory: 3Gi}"])
+    from unitvox.config.cluster import StageResources
+
+    assert bare.cluster.resources.diagnose.memory == "3Gi"
+    assert bare.cluster.resources.diagnose.shm == "256Mi"
+    assert StageResources().train.gpus == 1 and load(f"{JOBS}/demo.yaml", ["cluster.resources.train.memory=5Gi"]) \
+        .cluster.resources.train.gpus == 0, "a partial section starts from the stage's own default, then the file's"

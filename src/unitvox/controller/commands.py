@@ -145,14 +145,14 @@ def _render(args: argparse.Namespace) -> int:
 
 def _submit(args: argparse.Namespace) -> int:
     from unitvox.controller.render import render_driver
-    from unitvox.controller.submit import Controller, SubmitFailed, copy_results
+    from unitvox.controller.submit import Controller, SubmitFailed, copy_results, ensure
     from unitvox.store import open_store
 
     target = _load_target(args, wait_for_inputs=False)
     cluster = _connect(args, target.config)
     if args.detach:
         for obj in render_driver(target, _passed_options(args)):
-            Controller(cluster, target, open_store(args.run))._ensure(obj)
+            ensure(cluster, obj)
         print(f"submitted the controller Job for {args.run}; follow it with:\n"
               f"  unitvox k8s logs --run {args.run} --stage controller --follow\n  unitvox k8s status --run {args.run}")
         return exitcodes.DONE

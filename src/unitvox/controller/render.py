@@ -10,6 +10,7 @@ resolved config travels in a ConfigMap mounted at /etc/unitvox, so no local file
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import yaml
@@ -50,7 +51,7 @@ class Target:
     def run(self) -> str:
         return run_label(self.run_uri)
 
-    @property
+    @cached_property  # every rendered object names the config map, whose name hashes this text
     def config_text(self) -> str:
         return to_yaml(self.config, "# The resolved config of this run, rendered by unitvox k8s\n")
 

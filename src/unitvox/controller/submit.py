@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -57,6 +58,14 @@ def pod_problem(pod: PodStatus, now: datetime, unschedulable_timeout: float) -> 
     return None
 
 
+def ensure(cluster: Cluster, obj: dict[str, Any]) -> None:
+    """Create an object named by a hash of its content; one that exists already is the same."""
+    try:
+        cluster.create(obj)
+    except AlreadyExists:
+        pass
+
+
 def failure_reason(pod: PodStatus) -> str:
     """One line on how a pod's container ended: OOMKilled, an exit code and its meaning, a disruption."""
     if pod.disruption:
@@ -84,7 +93,7 @@ class Controller:
 
     def submit(self, stages: list[str]) -> list[StageOutcome]:
         """Run `stages` in order; raises SubmitFailed at the first failure, after reporting it."""
-        self._ensure(render_config_map(self.target))
+        ensure(self.cluster, render_config_map(self.target))
         return [self.run_stage(stage) for stage in stages]
 
     def run_stage(self, stage: str) -> StageOutcome:
@@ -100,7 +109,7 @@ class Controller:
                 self._delete(job)
         for obj in objects:
             if obj["kind"] == "Service":
-                self._ensure(obj)
+                ensure(self.cluster, obj)
             else:
                 self._start(obj)
                 self._follow(obj, stage)
@@ -114,7 +123,7 @@ class Controller:
         """The stages the variants share, then the suite's Indexed Job (an index per variant)."""
         outcomes = self.submit(upstream)
         objects = render_ablation(self.target)
-        self._ensure(objects[0])
+        ensure(self.cluster, objects[0])
         job = objects[1]
         if self.target.force:
             self._delete(job)
@@ -123,12 +132,6 @@ class Controller:
         return [*outcomes, StageOutcome("ablate", "done", self.target.suite.name, [job["metadata"]["name"]])]
 
     # -- one Job ------------------------------------------------------------------------------
-
-    def _ensure(self, obj: dict[str, Any]) -> None:
-        try:
-            self.cluster.create(obj)
-        except AlreadyExists:
-            pass  # named by a hash of its content: the existing one is the same
 
     def _final_job_is_stale(self, job: dict[str, Any]) -> bool:
         """A finished last Job of a stage that is not done means its outputs were lost: run it again."""
@@ -238,8 +241,6 @@ def _progress(status: JobStatus | None, pods: list[PodStatus]) -> str:
 def copy_results(store: Store, destination: str, keys: tuple[str, ...] = (
         "evaluate/junit.xml", "evaluate/summary.md", "evaluate/metrics.json")) -> list[str]:
     """Copy the evaluation's reports from the run into a local folder, for CI to publish."""
-    from pathlib import Path
-
     folder = Path(destination)
     folder.mkdir(parents=True, exist_ok=True)
     copied = []
