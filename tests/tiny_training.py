@@ -9,3 +9,16 @@ SHRINK = ["tokenize.kmeans.k=20", "tokenize.kmeans.sample_frames=4000", "train.s
           "train.validation_items=2", "metrics.port=0", "train.health.window=8", "train.health.min_rows=4"]
 # Without speaker conditioning a step is cheaper.
 NO_SPEAKER = ["train.speaker.enabled=false", "train.generator.speaker_embedding_dim=0"]
+
+
+def poison(trainer, at_step: int) -> None:
+    """Put NaN into the audio of the batch after `at_step` steps, as a corrupt file would."""
+    batches = trainer._batches
+
+    def poisoned():
+        for batch in batches():
+            if trainer.state.step == at_step:
+                batch["audio"][:, :50] = float("nan")
+            yield batch
+
+    trainer._batches = poisoned

@@ -243,6 +243,29 @@ Variants share RUN's prepare/tokenize/bpe (run once with the base config) and tr
 RUN/ablations/<variant>/; the comparison is RUN/ablations/report.md and comparison.json."""
 
 
+def _diagnose(args: argparse.Namespace) -> int:
+    from unitvox.diagnostics import commands
+
+    return commands.run(args)
+
+
+def _diagnose_arguments(parser: argparse.ArgumentParser) -> None:
+    from unitvox.diagnostics import commands
+
+    def run_arguments(sub: argparse.ArgumentParser) -> None:
+        _add_config_arguments(sub)
+        sub.add_argument("--run", "--run-root", dest="run", required=True,
+                         help="run root to diagnose: ./runs/NAME, file:///abs/path or s3://bucket/prefix")
+
+    commands.add_arguments(parser, run_arguments)
+
+
+def _diagnose_examples() -> str:
+    from unitvox.diagnostics.commands import EXAMPLES
+
+    return EXAMPLES
+
+
 def _demo_corpus(args: argparse.Namespace) -> int:
     from unitvox.demo import synthesise_corpus
 
@@ -288,6 +311,8 @@ COMMANDS = {
                  _pipeline_arguments),
     "ablate": (_ablate, "train an ablation suite's variants side by side and compare them", _ABLATE_EXAMPLES,
                _ablate_arguments),
+    "diagnose": (_diagnose, "diagnose a run: its data, a checkpoint, speaker embeddings or training health",
+                 _diagnose_examples(), _diagnose_arguments),
     "k8s": (_k8s, "render, submit, follow and cancel a run's Jobs on Kubernetes", _k8s_examples(), _k8s_arguments),
     "demo-corpus": (_demo_corpus, "synthesise the small multi-speaker demo corpus (espeak-ng)",
                     "examples:\n  unitvox demo-corpus --out runs/demo-corpus", _demo_corpus_arguments),

@@ -38,3 +38,4 @@ def make_trainer(tokenized_run, tmp_path):
         return build_trainer(Context(config, store, sink if sink is not None else MemorySink()))
 
     return build
+

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from tiny_training import SHRINK
+from tiny_training import SHRINK, poison
 from unitvox.config import to_yaml
 from unitvox.diagnostics.training import diagnose_run
 from unitvox.stages import IncompleteError, Unhealthy
@@ -25,15 +25,7 @@ def poisoned_run(make_trainer):
     """A run whose fourth batch carried a NaN: stopped at the check of step 4, latest.pt from step 2."""
     trainer = make_trainer("train.max_steps=8", "train.generator_warmup_steps=1", "train.health.every_steps=2",
                            "train.checkpoint_every=2")
-    batches = trainer._batches
-
-    def poisoned():
-        for batch in batches():
-            if trainer.state.step == 3:
-                batch["audio"][:, :50] = float("nan")
-            yield batch
-
-    trainer._batches = poisoned
+    poison(trainer, at_step=3)
     with pytest.raises(Unhealthy):
         trainer.run()
     trainer.store.write_text("config.yaml", to_yaml(trainer.config))

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from unitvox.ablations.suite import DECIBEL_METRICS, ComparisonSettings, Variant
+from unitvox.report import json_safe
 from unitvox.store import Store
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ class Comparison:
 
     def to_json(self) -> dict[str, Any]:
         settings = self.settings
-        return _json_safe({
+        return json_safe({
             "suite": self.suite, "run": self.run, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "settings": {"baseline": self.baseline, "key_metric": settings.key_metric,
                          "lower_is_better": settings.lower_is_better, "noise_threshold": settings.noise_threshold,
@@ -266,14 +267,3 @@ def write_comparison(plan: Plan, root: Store) -> Comparison:
 
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN and infinities as null, since JSON has no such numbers."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {name: _json_safe(item) for name, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
-    return value

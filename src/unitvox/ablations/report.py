@@ -5,18 +5,15 @@ Run: unitvox ablate --config jobs/demo.yaml --suite jobs/ablations/speaker.yaml 
 
 from __future__ import annotations
 
-import io
-import math
-
 from unitvox.ablations.compare import CURVES, Comparison, VariantRecord, describe_difference
 from unitvox.ablations.suite import Variant
+from unitvox.report import grid, new_figure, png_bytes
 
 REPORT = "ablations/report.md"
 CURVES_PNG = "ablations/curves.png"
 # The report's columns, in this order, when any variant has them.
 TABLE_METRICS = ("validation/mel_best", "validation/mel_final", "loss/mel", "loss/gen_total", "evaluate/snr_db",
                  "evaluate/mcd", "evaluate/unit_match", "evaluate/speaker_similarity", "evaluate/length_ratio")
-PANEL_INCHES = (5.0, 3.6)
 
 
 def report_markdown(comparison: Comparison, *, curves: bool) -> str:
@@ -67,18 +64,12 @@ def _health(record: VariantRecord) -> str:
 
 def curves_png(comparison: Comparison) -> bytes | None:
     """Every finished variant's curves, one panel per series, as PNG bytes; None when nothing was logged."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     finished = [record for record in comparison.variants if record.finished]
     series = [name for name in CURVES if any(record.curves.get(name) for record in finished)]
     if not series:
         return None
-    columns = min(2, len(series))
-    rows = math.ceil(len(series) / columns)
-    # A Figure with its own Agg canvas leaves pyplot's global state (and any GUI backend) alone.
-    figure = Figure(figsize=(PANEL_INCHES[0] * columns, PANEL_INCHES[1] * rows), layout="constrained")
-    FigureCanvasAgg(figure)
+    figure = new_figure(len(series))
+    rows, columns = grid(len(series))
     colours = _variant_colours([record.name for record in finished])
     for index, name in enumerate(series):
         axes = figure.add_subplot(rows, columns, index + 1)
@@ -93,9 +84,7 @@ def curves_png(comparison: Comparison) -> bytes | None:
         axes.set_xlabel("step")
         axes.grid(alpha=0.3)
         axes.legend(fontsize="small")
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    return buffer.getvalue()
+    return png_bytes(figure)
 
 
 def _variant_colours(names: list[str]) -> dict[str, tuple]:

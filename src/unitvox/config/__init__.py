@@ -25,6 +25,7 @@ from unitvox.config.vocoder import (
     GENERATOR_SIZES, RESIDUAL_BLOCKS, DiscriminatorConfig, GeneratorConfig, LoraConfig, LossWeights,
     EarlyStoppingConfig, EvaluateConfig, GatesConfig, MelSpectrogramConfig, SamplesConfig, SpeakerConfig, TrainConfig, expand_generator_preset, generator_preset,
 )
+from unitvox.config.diagnose import DiagnoseConfig
 from unitvox.config.metrics import MetricsConfig
 
 
@@ -38,6 +39,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     samples: SamplesConfig = field(default_factory=SamplesConfig)
+    diagnose: DiagnoseConfig = field(default_factory=DiagnoseConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)

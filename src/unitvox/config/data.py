@@ -48,7 +48,12 @@ class ChecksConfig:
 
 @dataclass
 class PrepareConfig:
-    """Decode, resample, split and check raw recordings."""
+    """Decode, resample, split and check raw recordings.
+
+    `exclude` is the path or URI of a filter list (one segment id or recording path per line, `#`
+    comments allowed; `unitvox diagnose data` writes one): listed recordings are skipped and listed
+    segments rejected with reason `excluded`. Empty: nothing is excluded.
+    """
 
     input: str = ""
     extensions: list[str] = field(default_factory=lambda: ["wav", "flac", "ogg", "mp3"])
@@ -56,6 +61,7 @@ class PrepareConfig:
     speaker_pattern: str = r"^(?P<speaker>[^/]+)/"
     split: SplitConfig = field(default_factory=SplitConfig)
     checks: ChecksConfig = field(default_factory=ChecksConfig)
+    exclude: str = ""
     shards: int = 1
 
     EXECUTION_KEYS = ("shards",)

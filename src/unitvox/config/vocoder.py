@@ -229,6 +229,8 @@ class TrainConfig:
     `init_from` names a checkpoint (a URI, or `best`/`latest` of another run given as a URI) whose
     generator starts this run; with `generator.lora` set, only the adapters then train (speaker
     adaptation). Resuming this run's own latest checkpoint always wins over it.
+    `exclude` is the path or URI of a filter list (as `prepare.exclude`): its segment ids are left out
+    before the training/validation split. Empty: nothing is excluded.
     """
 
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
@@ -258,6 +260,7 @@ class TrainConfig:
     device: str = "auto"
     num_workers: int = 0
     init_from: str = ""
+    exclude: str = ""
 
     # The health monitor only watches (and may stop) a run: its settings do not change what training makes.
     EXECUTION_KEYS = ("precision", "device", "num_workers", "log_every", "health")

@@ -17,10 +17,10 @@ import statistics
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass
-from numbers import Integral, Real
+from numbers import Real
 from typing import Any, Literal
 
-import numpy as np
+from unitvox.report import json_safe, markdown_table
 
 METRICS = ("snr_db", "mcd", "length_ratio", "speaker_similarity", "unit_match")
 STATISTICS = ("mean", "median")
@@ -122,7 +122,7 @@ def metrics_json(
         "summary": dict(summary),
         "utterances": [dict(row) for row in rows],
     }
-    return json.dumps(_json_safe(document), indent=2, allow_nan=False) + "\n"
+    return json.dumps(json_safe(document), indent=2, allow_nan=False) + "\n"
 
 
 def summary_markdown(
@@ -146,7 +146,7 @@ def summary_markdown(
     """
     lines = [f"# {title}", "", _verdict(gate_results), "", "## Gates", ""]
     gate_rows = [[result.name, "PASS" if result.passed else "FAIL", result.message] for result in gate_results]
-    lines += _table(["gate", "result", "detail"], gate_rows) if gate_rows else ["No gates configured."]
+    lines += markdown_table(["gate", "result", "detail"], gate_rows) if gate_rows else ["No gates configured."]
     lines += ["", f"## Summary ({summary.get('count', len(rows))} utterances)", ""]
     lines += _summary_table(summary)
     lines += ["", "## Worst utterances by SNR", ""]
@@ -247,21 +247,6 @@ def _gate_record(result: GateResult) -> dict[str, Any]:
     }
 
 
-def _json_safe(value: Any) -> Any:
-    """`value` with numpy scalars made plain and NaN or infinities made None, recursively."""
-    if isinstance(value, Mapping):
-        return {str(key): _json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, Integral):
-        return int(value)
-    if isinstance(value, Real):
-        return float(value) if math.isfinite(value) else None
-    return value
-
-
 def _verdict(gate_results: list[GateResult]) -> str:
     failed = sum(not result.passed for result in gate_results)
     if failed:
@@ -275,7 +260,7 @@ def _summary_table(summary: Mapping[str, float]) -> list[str]:
         [metric, *(summary.get(f"{metric}_{part}") for part in ("mean", "median", "count", "nan_count"))]
         for metric in metrics
     ]
-    return _table(["metric", "mean", "median", "count", "NaN or missing"], body)
+    return markdown_table(["metric", "mean", "median", "count", "NaN or missing"], body)
 
 
 def _worst_by_snr(rows: list[Mapping[str, Any]], count: int, id_key: str) -> list[str]:
@@ -289,21 +274,4 @@ def _worst_by_snr(rows: list[Mapping[str, Any]], count: int, id_key: str) -> lis
 
     worst = sorted(rows, key=snr_or_minus_infinity)[:count]
     columns = _numeric_keys(worst)
-    return _table([id_key, *columns], [[row.get(id_key, "?"), *(row.get(key) for key in columns)] for row in worst])
-
-
-def _table(header: list[str], body: list[list[Any]]) -> list[str]:
-    def line(cells: list[Any]) -> str:
-        return "| " + " | ".join(_cell(cell) for cell in cells) + " |"
-
-    return [line(header), line(["---"] * len(header)), *(line(row) for row in body)]
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, Integral) and not isinstance(value, (bool, np.bool_)):
-        return str(int(value))
-    if isinstance(value, Real) and not isinstance(value, (bool, np.bool_)):
-        return "NaN" if math.isnan(value) else f"{float(value):.3f}"
-    return str(value).replace("|", "\\|").replace("\n", " ")
+    return markdown_table([id_key, *columns], [[row.get(id_key, "?"), *(row.get(key) for key in columns)] for row in worst])

@@ -5,6 +5,7 @@ Run: unitvox prepare --config jobs/base.yaml --run ./runs/exp1 --set prepare.inp
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from collections import Counter
@@ -17,6 +18,7 @@ from tqdm import tqdm
 
 from unitvox import audio
 from unitvox.config import Config, ConfigError, PrepareConfig
+from unitvox.filterlist import filter_list_fingerprint, read_filter_list
 from unitvox.stages import Context, IncompleteError, Phase
 from unitvox.stages.record import write_success
 from unitvox.store import Store, open_store, split_uri
@@ -26,6 +28,7 @@ PHASES = (Phase("segment", sharded=True), Phase("merge"))
 MANIFEST = "prepare/manifest.jsonl"
 REJECTED = "prepare/rejected.jsonl"
 REPORT = "prepare/report.json"
+EXCLUDED = "excluded"
 AUDIO = "prepare/audio"
 RECORDS = "prepare/records"
 DURATION_BINS = [0, 1, 2, 3, 5, 8, 12, 16, 20, 30, 60]
@@ -102,7 +105,27 @@ def inputs(config: Config, store: Store) -> dict[str, Any]:
     sources = list_sources(config.prepare)
     listing = "\n".join(s.uri for s in sources).encode()
     return {"sources": {"input": config.prepare.input, "files": len(sources),
-                        "sha256": hashlib.sha256(listing).hexdigest()}}
+                        "sha256": hashlib.sha256(listing).hexdigest()},
+            **filter_list_fingerprint(config.prepare.exclude, "prepare.exclude")}
+
+
+def excluded_entries(config: PrepareConfig) -> frozenset[str]:
+    """The entries of `prepare.exclude` (segment ids and recording paths), without `file://` prefixes."""
+    return frozenset(entry.removeprefix("file://") for entry in read_filter_list(config.exclude, "prepare.exclude"))
+
+
+def is_listed(source: Source, entries: frozenset[str]) -> bool:
+    """Whether a filter list names this recording, by its path under `prepare.input` or its URI."""
+    return bool(entries) and not entries.isdisjoint({source.relative, source.uri.removeprefix("file://")})
+
+
+def records_hash(config: Config) -> str:
+    """What a recording's record depends on: the prepare config less the filter list.
+
+    Listed segments are dropped at merge and a listed recording's record says so itself, so an
+    edited filter list decodes nothing again.
+    """
+    return dataclasses.replace(config, prepare=dataclasses.replace(config.prepare, exclude="")).stage_hash("prepare")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -112,7 +135,7 @@ def inputs(config: Config, store: Store) -> dict[str, Any]:
 def segment(context: Context) -> dict[str, Any]:
     """Decode, split and check this shard's recordings; one record per recording makes reruns resume."""
     config, store = context.config, context.store
-    config_hash = config.stage_hash("prepare")
+    config_hash, entries = records_hash(config), excluded_entries(config.prepare)
     mine = context.shard.take(list_sources(config.prepare))
     done = skipped = 0
     shard = str(context.shard.index)
@@ -120,21 +143,28 @@ def segment(context: Context) -> dict[str, Any]:
     context.metrics.gauge("stage_items_done", 0, stage="prepare", shard=shard)
     progress = tqdm(mine, desc=f"prepare {context.shard.name}", unit="file", mininterval=2.0, disable=None)
     for source in progress:
-        record_key = f"{RECORDS}/{source.source_id}.json"
-        if not context.force and _record_is_current(store, record_key, config_hash):
+        record_key, listed = f"{RECORDS}/{source.source_id}.json", is_listed(source, entries)
+        if not context.force and _record_is_current(store, record_key, config_hash, listed):
             skipped += 1
         else:
-            store.write_json(record_key, {"config_hash": config_hash, **process_source(source, config.prepare, store)})
+            found = _listed_source(source) if listed else process_source(source, config.prepare, store)
+            store.write_json(record_key, {"config_hash": config_hash, EXCLUDED: listed, **found})
             done += 1
         context.metrics.gauge("stage_items_done", done + skipped, stage="prepare", shard=shard)
     return {"processed": done, "resumed": skipped}
 
 
-def _record_is_current(store: Store, key: str, config_hash: str) -> bool:
+def _record_is_current(store: Store, key: str, config_hash: str, listed: bool) -> bool:
     if not store.exists(key):
         return False
     saved = store.read_json(key)
-    return saved.get("config_hash") == config_hash and all(store.exists(row["audio"]) for row in saved["kept"])
+    return (saved.get("config_hash") == config_hash and saved.get(EXCLUDED, False) == listed
+            and all(store.exists(row["audio"]) for row in saved["kept"]))
+
+
+def _listed_source(source: Source) -> dict[str, list[dict]]:
+    """A recording the filter list names: skipped undecoded, and reported."""
+    return {"kept": [], "rejected": [_rejection(source, None, EXCLUDED, "the recording is listed in prepare.exclude")]}
 
 
 def process_source(source: Source, config: PrepareConfig, store: Store) -> dict[str, list[dict]]:
@@ -181,6 +211,14 @@ def _rejection(source: Source, segment_id: str | None, reason: str, detail: str,
     return row
 
 
+def _listed_segment(row: dict[str, Any]) -> dict[str, Any]:
+    """A kept segment's rejection row when the filter list names it."""
+    levels = {field.name: row[field.name] for field in dataclasses.fields(audio.Levels)}
+    return {"source": row["source"], "segment": row["id"], "reason": EXCLUDED,
+            "detail": "the segment is listed in prepare.exclude", "start": row["start"], "duration": row["duration"],
+            **levels}
+
+
 # ---------------------------------------------------------------------------------------------
 # Phase: merge
 
@@ -188,15 +226,16 @@ def _rejection(source: Source, segment_id: str | None, reason: str, detail: str,
 def merge(context: Context) -> dict[str, Any]:
     """Join every recording's record into the manifest, the rejections and the report."""
     config, store = context.config, context.store
-    config_hash = config.stage_hash("prepare")
+    config_hash, entries = records_hash(config), excluded_entries(config.prepare)
     sources = list_sources(config.prepare)
-    missing = [s.relative for s in sources if not _record_is_current(store, f"{RECORDS}/{s.source_id}.json", config_hash)]
+    missing = [s.relative for s in sources
+               if not _record_is_current(store, f"{RECORDS}/{s.source_id}.json", config_hash, is_listed(s, entries))]
     if missing:
         raise IncompleteError(
             f"prepare: {len(missing)} of {len(sources)} recordings have not been segmented yet "
             f"(first: {missing[0]}); run the remaining shards of phase segment"
         )
-    report = _Report()
+    report = _Report(entries)
     store.write_jsonl(MANIFEST, report.kept(store, sources))
     store.write_jsonl(REJECTED, report.rejected(store, sources))
     summary = report.summary()
@@ -205,7 +244,7 @@ def merge(context: Context) -> dict[str, Any]:
         context.metrics.gauge("prepare_segments", summary[f"segments_{outcome}"], outcome=outcome)
     context.metrics.gauge("prepare_kept_audio_seconds", report.seconds)
     write_success(
-        store, "prepare", config_hash=config_hash, inputs=inputs(config, store),
+        store, "prepare", config_hash=config.stage_hash("prepare"), inputs=inputs(config, store),
         outputs=[MANIFEST, REJECTED, REPORT], output_sets={f"{AUDIO}/": summary["segments_kept"]},
         started=context.started, extra={"stage": "prepare", "config": config.to_dict()["prepare"]},
     )
@@ -213,9 +252,13 @@ def merge(context: Context) -> dict[str, Any]:
 
 
 class _Report:
-    """Streams records twice (kept, then rejected) while counting, so memory stays flat."""
+    """Streams records twice (kept, then rejected) while counting, so memory stays flat.
 
-    def __init__(self) -> None:
+    Segments named in the filter list `excluded` move from kept to rejected (reason `excluded`).
+    """
+
+    def __init__(self, excluded: frozenset[str] = frozenset()) -> None:
+        self.excluded = excluded
         self.durations = np.zeros(len(DURATION_BINS) - 1, dtype=int)
         self.levels = np.zeros(len(LEVEL_BINS) - 1, dtype=int)
         self.reasons: Counter = Counter()
@@ -227,8 +270,9 @@ class _Report:
         for source in sources:
             saved = store.read_json(f"{RECORDS}/{source.source_id}.json")
             self.files += 1
-            self.files_rejected += not saved["kept"]
-            for row in saved["kept"]:
+            kept = [row for row in saved["kept"] if row["id"] not in self.excluded]
+            self.files_rejected += not kept
+            for row in kept:
                 self.kept_count += 1
                 self.seconds += row["duration"]
                 self.speakers[row["speaker"]] += row["duration"]
@@ -238,7 +282,9 @@ class _Report:
 
     def rejected(self, store: Store, sources: list[Source]):
         for source in sources:
-            for row in store.read_json(f"{RECORDS}/{source.source_id}.json")["rejected"]:
+            saved = store.read_json(f"{RECORDS}/{source.source_id}.json")
+            listed = [_listed_segment(row) for row in saved["kept"] if row["id"] in self.excluded]
+            for row in listed + saved["rejected"]:
                 self.reasons[row["reason"]] += 1
                 yield row
 

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from unitvox.config import Config, ConfigError
+from unitvox.filterlist import filter_list_fingerprint, read_filter_list
 from unitvox.stages import Context, IncompleteError, Phase, Unhealthy
 from unitvox.stages.record import upstream, write_success
 from unitvox.stages.tokenize import CODEBOOK, UNITS
@@ -34,7 +35,8 @@ BEST = f"{ckpt.CHECKPOINTS}/best.pt"
 
 
 def inputs(config: Config, store: Store) -> dict[str, Any]:
-    return upstream(store, "tokenize", UNITS, "train")
+    units = upstream(store, "tokenize", UNITS, "train")
+    return {**units, **filter_list_fingerprint(config.train.exclude, "train.exclude")}
 
 
 def device_for(name: str) -> torch.device:
@@ -59,6 +61,24 @@ def check_hop(config: Config, codebook: dict[str, Any]) -> None:
         )
 
 
+def window_frames(config: Config) -> int:
+    """Unit frames in one training window of `train.segment_seconds`."""
+    return max(1, int(config.train.segment_seconds * config.prepare.sample_rate) // config.train.generator.hop_samples)
+
+
+def build_datasets(config: Config, store: Store, training: list, validation: list, speakers: dict[str, int],
+                   num_units: int) -> tuple[UnitAudioDataset, UnitAudioDataset]:
+    """(training windows cropped at random, whole validation items padded to the longest of them)."""
+    settings = config.train
+    reference = int(settings.speaker.reference_seconds * config.prepare.sample_rate) if settings.speaker.enabled else 0
+    common = dict(hop=settings.generator.hop_samples, pad_unit=num_units, speakers=speakers, seed=settings.seed,
+                  reference_samples=reference)
+    reader = AudioReader(store)
+    train_set = UnitAudioDataset(training, reader, frames=window_frames(config), crop=True, **common)
+    longest = max(len(i.units) for i in validation) if validation else 1
+    return train_set, UnitAudioDataset(validation, reader, frames=longest, crop=False, **common)
+
+
 def build_trainer(context: Context, stop: StopFlag | None = None) -> Trainer:
     """Everything the loop needs, resumed from the latest checkpoint when one exists."""
     config, store, settings = context.config, context.store, context.config.train
@@ -66,22 +86,15 @@ def build_trainer(context: Context, stop: StopFlag | None = None) -> Trainer:
     check_hop(config, codebook)
     device = device_for(settings.device)
     distributed = Distributed.from_environment(device)
-    items = load_items(store)
+    items = load_items(store, excluded=read_filter_list(settings.exclude, "train.exclude"))
     training, validation = split_items(items, settings.validation_fraction, settings.seed, settings.validation_items)
     validation = validation[: settings.validation_items]
     if not training:
         raise IncompleteError(f"train: no training items in {store.url(UNITS)}")
     distributed.when_main(lambda: store.write_json(SPLIT, {"train": [i.segment_id for i in training],
                                                            "validation": [i.segment_id for i in validation]}))
-    hop = settings.generator.hop_samples
-    frames = max(1, int(settings.segment_seconds * config.prepare.sample_rate) // hop)
-    speakers = speaker_index(items)
-    reader = AudioReader(store)
-    reference = int(settings.speaker.reference_seconds * config.prepare.sample_rate) if settings.speaker.enabled else 0
-    common = dict(hop=hop, pad_unit=int(codebook["k"]), speakers=speakers, seed=settings.seed, reference_samples=reference)
-    train_set = UnitAudioDataset(training, reader, frames=frames, crop=True, **common)
-    longest = max(len(i.units) for i in validation) if validation else 1
-    validation_set = UnitAudioDataset(validation, reader, frames=longest, crop=False, **common)
+    train_set, validation_set = build_datasets(config, store, training, validation, speaker_index(items),
+                                               int(codebook["k"]))
     description = ckpt.describe_model(config, codebook)
     resuming = store.exists(LATEST) and not context.force
     initial = None if resuming or not settings.init_from else initial_generator(settings.init_from, description)

@@ -19,6 +19,8 @@ from unitvox.store import Store
 FORMAT = "unitvox-vocoder/1"
 CHECKPOINTS = "train/checkpoints"
 CODEBOOK_KEYS = ("hash", "k", "extractor", "model", "layer", "sample_rate", "hop_seconds")
+DIAGNOSE_HINT = ("`unitvox diagnose checkpoint --config ... --run ... --checkpoint URI` shows what it expects "
+                 "and the config change or key remapping (--remap) that makes it load")
 
 
 class CheckpointMismatch(ConfigError):
@@ -49,7 +51,8 @@ def differences(saved: Any, expected: Any, path: str = "") -> list[str]:
 def check_matches(saved: dict[str, Any], expected: dict[str, Any], where: str) -> None:
     found = differences(saved, expected)
     if found:
-        raise CheckpointMismatch(f"{where} does not fit this model and codebook:\n  " + "\n  ".join(found))
+        raise CheckpointMismatch(f"{where} does not fit this model and codebook:\n  " + "\n  ".join(found)
+                                 + f"\n{DIAGNOSE_HINT}")
 
 
 def save(store: Store, key: str, payload: dict[str, Any]) -> None:
@@ -62,7 +65,7 @@ def load(store: Store, key: str) -> dict[str, Any]:
     """A checkpoint's payload; tensors on the CPU. Only tensors and plain data are unpickled."""
     payload = torch.load(io.BytesIO(store.read_bytes(key)), map_location="cpu", weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointMismatch(f"{store.url(key)} is not a unitvox vocoder checkpoint ({FORMAT})")
+        raise CheckpointMismatch(f"{store.url(key)} is not a unitvox vocoder checkpoint ({FORMAT}); {DIAGNOSE_HINT}")
     return payload
 
 

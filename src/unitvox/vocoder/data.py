@@ -7,6 +7,7 @@ training and validation is a seeded hash of the segment id, so it is stable acro
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,12 +30,15 @@ class Item:
     units: tuple[int, ...]
 
 
-def load_items(store: Store, allowed: set[str] | None = None) -> list[Item]:
-    """Units joined with the manifest's audio keys, in manifest order (`allowed` filters by id)."""
+def load_items(store: Store, allowed: set[str] | None = None, excluded: Collection[str] = ()) -> list[Item]:
+    """Units joined with the manifest's audio keys, in manifest order.
+
+    `allowed` keeps only those ids; `excluded` (a filter list's entries, `train.exclude`) drops ids.
+    """
     audio_keys = {row["id"]: (row["audio"], row["speaker"]) for row in store.read_jsonl(MANIFEST)}
     items = []
     for row in store.read_jsonl(UNITS):
-        if row["id"] not in audio_keys or (allowed is not None and row["id"] not in allowed):
+        if row["id"] not in audio_keys or row["id"] in excluded or (allowed is not None and row["id"] not in allowed):
             continue
         key, speaker = audio_keys[row["id"]]
         items.append(Item(row["id"], speaker, key, tuple(row["units"])))

@@ -29,7 +29,7 @@ from unitvox.stages import Interrupted, Unhealthy
 from unitvox.store import Store
 from unitvox.vocoder import checkpoint as ckpt
 from unitvox.vocoder.data import UnitAudioDataset
-from unitvox.vocoder.losses import MelSpectrogram, discriminator_loss, generator_loss, mel_loss
+from unitvox.vocoder.losses import MelSpectrogram, discriminator_loss, generator_loss, generator_terms, mel_loss
 from unitvox.vocoder.speaker import contrastive_speaker_loss
 from unitvox.vocoder.state import TrainState
 
@@ -173,7 +173,7 @@ class Trainer:
         adversarial = state.step >= settings.generator_warmup_steps and settings.lambdas.adversarial > 0
         logged = self._logged(state.step + 1)
         with self.autocast():
-            conditioning = self._embed(batch.get("reference"))
+            conditioning = self.embed(batch.get("reference"))
             fake = state.generator(batch["units"], conditioning) * mask
         row: dict[str, float] = {}
         if adversarial:
@@ -206,7 +206,22 @@ class Trainer:
                 row["speaker/similarity"] = similarity
         return row
 
-    def _embed(self, reference: torch.Tensor | None) -> torch.Tensor | None:
+    def loss_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The generator's unweighted loss terms on a batch as after warm-up, attached to its graph; no update.
+
+        What `unitvox diagnose training` weighs each term's share of the loss and of the gradient with.
+        """
+        real = batch["audio"].unsqueeze(1)
+        mask = _valid_mask(batch["valid"], real.shape[-1]).unsqueeze(1)
+        with self.autocast():
+            conditioning = self.embed(batch.get("reference"))
+            fake = self.state.generator(batch["units"], conditioning) * mask
+            outputs = self.state.discriminators(real, fake) if self.settings.lambdas.adversarial > 0 else None
+            extra, _ = self._speaker_terms(fake, conditioning, batch["speaker"], False)
+            terms, _ = generator_terms(real.float(), fake.float(), outputs, self.mel, extra)
+        return terms
+
+    def embed(self, reference: torch.Tensor | None) -> torch.Tensor | None:
         """Speaker embeddings of the reference clips (B, D), or None without speaker conditioning."""
         if self.state.speaker_encoder is None or reference is None:
             return None
@@ -232,7 +247,7 @@ class Trainer:
 
     def generate(self, units: torch.Tensor, reference: torch.Tensor | None) -> torch.Tensor:
         """Inference: units (1, F) and an optional reference clip (1, R) -> audio (1, 1, F * hop)."""
-        return self.state.generator(units, self._embed(reference))
+        return self.state.generator(units, self.embed(reference))
 
     def _logged(self, step: int) -> bool:
         """Whether `step` goes into the training log: every log_every steps, the first, and every health check."""

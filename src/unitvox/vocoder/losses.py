@@ -75,28 +75,26 @@ def feature_matching_loss(real_features: FeatureMaps, fake_features: FeatureMaps
     )
 
 
-def generator_loss(
+def generator_terms(
     real: torch.Tensor,
     fake: torch.Tensor,
     outputs: Mapping[str, DiscriminatorOutputs] | None,
-    weights: LossWeights,
     mel: MelSpectrogram,
     extra_terms: Mapping[str, torch.Tensor] | None = None,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """The generator's total loss, sum(weight * term) over `weights.WEIGHT_KEYS`, and its metrics.
+) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """The generator's unweighted loss terms by weight name, and per-discriminator metrics.
 
     Args:
         real: target audio (B, 1, T).
         fake: generated audio (B, 1, T), attached to the generator's graph.
         outputs: the discriminators run on (real, fake), by name; None trains on the mel loss alone
             (the "no GAN" ablation).
-        weights: the loss weights.
         mel: the spectrogram the mel loss compares.
-        extra_terms: further named terms weighted by `weights` (e.g. "contrastive" from the speaker loss).
+        extra_terms: further named terms (e.g. "contrastive" from the speaker loss).
 
     Returns:
-        The total and metrics "loss/mel", "loss/adv_gen", "loss/feature_matching", "loss/gen_total",
-        plus "adv_gen/<name>" and "feature_matching/<name>" per discriminator.
+        Terms "mel", and with `outputs` "adversarial" and "feature_matching", plus `extra_terms`;
+        metrics "adv_gen/<name>" and "feature_matching/<name>" per discriminator.
     """
     terms = {"mel": mel_loss(mel, real, fake)}
     metrics: dict[str, float] = {}
@@ -110,6 +108,24 @@ def generator_loss(
         terms["adversarial"] = sum(adversarial.values())
         terms["feature_matching"] = sum(matching.values())
     terms.update(extra_terms or {})
+    return terms, metrics
+
+
+def generator_loss(
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    outputs: Mapping[str, DiscriminatorOutputs] | None,
+    weights: LossWeights,
+    mel: MelSpectrogram,
+    extra_terms: Mapping[str, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The generator's total loss, sum(weight * term) over `generator_terms`, and its metrics.
+
+    Returns:
+        The total and metrics "loss/mel", "loss/adv_gen", "loss/feature_matching", "loss/gen_total",
+        plus "adv_gen/<name>" and "feature_matching/<name>" per discriminator.
+    """
+    terms, metrics = generator_terms(real, fake, outputs, mel, extra_terms)
     lambdas = weights.weights()
     total = sum(lambdas[name] * term for name, term in terms.items())
     metrics.update({TERM_METRICS[name]: _value(term) for name, term in terms.items()})
