@@ -22,7 +22,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --no-deps resemblyzer webrtcvad-wheels
 	touch $@
 
-# The demo: synthesise a small multi-speaker corpus (or use DATA=/path), then run the pipeline on it.
+# The demo: synthesise a small multi-speaker corpus (or use DATA=/path), run the pipeline on it,
+# then diagnose the run (its index: $(RUN)/diagnose/report.md).
 demo: install
 ifeq ($(DATA),)
 	$(BIN)/unitvox demo-corpus --out $(DEMO_CORPUS)
@@ -30,6 +31,7 @@ ifeq ($(DATA),)
 else
 	$(BIN)/unitvox pipeline --config jobs/demo.yaml --run $(RUN) --set prepare.input=$(DATA)
 endif
+	$(BIN)/unitvox diagnose all --config $(RUN)/config.yaml --run $(RUN)
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -79,6 +79,13 @@ def test_pipeline_on_real_speech_then_everything_skipped(speech_corpus, tmp_path
     assert (run / "config.yaml").is_file()
 
     assert (run / "evaluate" / "junit.xml").is_file() and (run / "samples" / "long_form" / "long_form.wav").is_file()
+    # What `make demo` ends with: every diagnosis of the run, from its resolved config.
+    diagnosed = unitvox("diagnose", "all", "--config", str(run / "config.yaml"), "--run", str(run))
+    index = (run / "diagnose" / "report.md").read_text()
+    for kind in ("data", "checkpoint", "embeddings", "training"):
+        assert f"| {kind} | " in index and (run / "diagnose" / kind / "report.json").is_file()
+        assert diagnosed.stdout.count(f"{kind}: ") >= 1
+    assert "not run" not in index
     second = unitvox("pipeline", "--config", "jobs/demo.yaml", "--run", str(run), "--set", f"prepare.input={speech_corpus}",
                      *QUICK)
     assert statuses(second.stdout) == dict.fromkeys(ALL_STAGES, "skipped")
@@ -103,6 +110,11 @@ def test_pipeline_into_s3(speech_corpus, s3_bucket, tmp_path):
     again = unitvox("pipeline", "--config", "jobs/demo.yaml", "--run", run, "--set", f"prepare.input={speech_corpus}",
                     "--set", "bpe.vocab_size=150", *QUICK)
     assert set(statuses(again.stdout).values()) == {"skipped"}
+
+
+def test_make_demo_ends_with_the_diagnoses_of_the_demo_run():
+    recipe = open("Makefile").read().split("\ndemo: install\n")[1].split("\n\n")[0]
+    assert recipe.splitlines()[-1].strip() == "$(BIN)/unitvox diagnose all --config $(RUN)/config.yaml --run $(RUN)"
 
 
 def test_stages_wait_for_their_inputs_only_when_told_to(monkeypatch):

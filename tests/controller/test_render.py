@@ -17,7 +17,8 @@ from unitvox import exitcodes
 from unitvox.ablations.suite import load_suite
 from unitvox.config import load
 from unitvox.controller.render import (
-    CONFIG_FILE, Target, render_ablation, render_driver, render_pipeline, render_stage, to_yaml_stream,
+    CONFIG_FILE, Target, render_ablation, render_diagnoses, render_driver, render_pipeline, render_stage,
+    to_yaml_stream,
 )
 
 KUBERNETES_VERSIONS = ("1.31.0", "1.37.0")  # the range the README names
@@ -185,6 +186,25 @@ def test_driver_job_runs_the_controller_with_its_own_service_account():
     assert "nvidia.com/gpu" not in template["containers"][0]["resources"]["limits"]
 
 
+def test_each_diagnosis_is_a_job_with_the_diagnose_resources():
+    objects = render_diagnoses(target("jobs/demo.yaml"), ["training", "data", "all"])
+    validate(objects)
+    config_map, *diagnoses = objects
+    assert config_map["kind"] == "ConfigMap"
+    assert [job["metadata"]["labels"]["unitvox.dev/phase"] for job in diagnoses] == ["training", "data", "all"]
+    assert {job["metadata"]["labels"]["unitvox.dev/stage"] for job in diagnoses} == {"diagnose"}
+    container = pod(diagnoses[0])["containers"][0]
+    assert container["args"] == ["diagnose", "training", "--config", CONFIG_FILE, "--run", RUN]
+    assert container["resources"]["limits"]["memory"] == "4Gi"  # jobs/demo.yaml: cluster.resources.diagnose
+    assert "completionMode" not in diagnoses[0]["spec"]
+    assert len({job["metadata"]["name"] for job in diagnoses}) == 3
+
+
+def test_an_unknown_diagnosis_is_refused_by_name():
+    with pytest.raises(ValueError, match="--diagnose 'speakers': known diagnoses are"):
+        render_diagnoses(target(), ["speakers"])
+
+
 def test_demo_config_renders_for_a_cpu_cluster():
     objects = render_pipeline(target("jobs/demo.yaml"))
     validate(objects)
@@ -217,6 +237,7 @@ SNAPSHOT_CASES = {
     "base-pipeline": lambda: render_pipeline(target()),
     "base-train-3-nodes": lambda: render_stage(target("jobs/base.yaml", "cluster.training.nodes=3"), "train"),
     "speaker-ablation": lambda: render_ablation(target(suite=load_suite("jobs/ablations/speaker.yaml"))),
+    "demo-diagnoses": lambda: render_diagnoses(target("jobs/demo.yaml"), ["all"]),
 }
 
 

@@ -91,3 +91,11 @@ def test_submit_runs_the_pipeline_as_jobs_skips_it_when_done_and_reports_the_gat
                             "--results-dir", str(results), capsys=capsys)
         assert code == 3, said
         assert "quality gates failed" in said and "snr_db" in (results / "summary.md").read_text()
+
+        # A diagnosis runs as its own Job, and again when asked again (its report is never up to date).
+        for attempt in range(2):
+            code, said = submit(fake, run, raw, "--diagnose", "training", capsys=capsys)
+            assert code == 0, said
+            assert said.count("created") == 1 and "training: " in said and "healthy at step" in said, said
+        assert "complete earlier; deleting it to run again" in said
+        assert open_store(run).exists("diagnose/training/report.md")

@@ -17,6 +17,7 @@ EXAMPLES = """examples:
   unitvox k8s submit --config jobs/base.yaml --run s3://bucket/runs/exp1 --image REGISTRY/unitvox:TAG --detach
   unitvox k8s submit ... --stage evaluate --set evaluate.checkpoint=s3://bucket/ckpt.pt --results-dir results  # exit 3: gates
   unitvox k8s submit --config jobs/base.yaml --suite jobs/ablations/speaker.yaml --run s3://bucket/runs/abl1 --image IMG
+  unitvox k8s submit --config jobs/base.yaml --run s3://bucket/runs/exp1 --image IMG --diagnose training,data
   unitvox k8s status --run s3://bucket/runs/exp1
   unitvox k8s logs   --run s3://bucket/runs/exp1 --stage train --follow
   unitvox k8s cancel --run s3://bucket/runs/exp1"""
@@ -57,6 +58,9 @@ def _target(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--suite", help="an ablation suite: its variants as one Indexed Job")
     parser.add_argument("--only", nargs="+", help="with --suite: these variants only")
     parser.add_argument("--force", action="store_true", help="rerun stages even when _SUCCESS.json matches")
+    parser.add_argument("--diagnose", action="append", default=[], metavar="DIAGNOSIS",
+                        help="instead of stages, run diagnoses as Jobs: data, checkpoint, embeddings, training or "
+                             "all (comma-separated or repeated)")
 
 
 def _render_arguments(parser: argparse.ArgumentParser) -> None:
@@ -126,12 +130,16 @@ def _upstream_of_ablation(config: Any) -> list[str]:
 
 
 def _render(args: argparse.Namespace) -> int:
-    from unitvox.controller.render import render_ablation, render_driver, render_pipeline, to_yaml_stream
+    from unitvox.controller.render import (
+        render_ablation, render_diagnoses, render_driver, render_pipeline, to_yaml_stream,
+    )
 
     target = _load_target(args, wait_for_inputs=True)
     try:
         if args.detach:
             objects = render_driver(target, _passed_options(args))
+        elif args.diagnose:
+            objects = render_diagnoses(target, _diagnoses(args))
         elif target.suite:
             objects = render_pipeline(target, _upstream_of_ablation(target.config)) + render_ablation(target)[1:]
         else:
@@ -158,6 +166,8 @@ def _submit(args: argparse.Namespace) -> int:
         return exitcodes.DONE
     store = open_store(args.run)
     controller = Controller(cluster, target, store)
+    if args.diagnose:
+        return _submit_diagnoses(controller, store, _diagnoses(args))
     stages = _stages(args, target.config)
     code = exitcodes.DONE
     try:
@@ -179,10 +189,35 @@ def _submit(args: argparse.Namespace) -> int:
     return code
 
 
+def _diagnoses(args: argparse.Namespace) -> list[str]:
+    return [kind for value in args.diagnose for kind in value.split(",") if kind]
+
+
+def _submit_diagnoses(controller: Any, store: Any, kinds: list[str]) -> int:
+    """Run the diagnoses' Jobs, then print each verdict and findings from the reports they wrote."""
+    from unitvox.controller.submit import SubmitFailed
+    from unitvox.diagnostics.commands import DIAGNOSES
+
+    try:
+        controller.submit_diagnoses(kinds)
+    except SubmitFailed as failure:
+        print(f"unitvox: {failure}", file=sys.stderr)
+        return failure.code
+    for kind in (list(DIAGNOSES) if "all" in kinds else kinds):
+        key = f"diagnose/{kind}/report.json"
+        if store.exists(key):
+            report = store.read_json(key)
+            print(f"{kind}: {report['status'].upper()}: {report['verdict']}")
+            print("\n".join(f"  - {finding}" for finding in report["findings"]))
+            print(f"report: {store.url(f'diagnose/{kind}/report.md')}")
+    return exitcodes.DONE
+
+
 def _passed_options(args: argparse.Namespace) -> list[str]:
     """What the in-cluster controller must be told again (its config already carries --set values)."""
     options = [f"--stage={stage}" for stage in args.stages]
     options += ["--only", *args.only] if args.only else []
+    options += [f"--diagnose={kind}" for kind in args.diagnose]
     return options + (["--force"] if args.force else [])
 
 

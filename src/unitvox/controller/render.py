@@ -212,6 +212,30 @@ def render_ablation(target: Target) -> list[dict[str, Any]]:
             m.job(cluster, target.image, spec, name=name, job_labels=job_labels, completions=len(suite.variants))]
 
 
+def render_diagnoses(target: Target, kinds: list[str]) -> list[dict[str, Any]]:
+    """The config map and a Job per diagnosis (`data`, `checkpoint`, `embeddings`, `training` or `all`).
+
+    A diagnosis reads the run and rewrites RUN/diagnose/<kind>/; its Job is named by the run, the
+    kind and the config, and the controller replaces a finished one, since a diagnosis is never up to date.
+    """
+    from unitvox.diagnostics.commands import DIAGNOSES
+
+    cluster = target.config.cluster
+    jobs = []
+    for kind in kinds:
+        if kind not in (*DIAGNOSES, "all"):
+            raise ValueError(f"--diagnose {kind!r}: known diagnoses are {[*DIAGNOSES, 'all']}")
+        spec = m.PodSpec(command=(m.TINI, "--", "unitvox"),
+                         args=("diagnose", kind, "--config", CONFIG_FILE, "--run", target.run_uri),
+                         resources=cluster.resources.diagnose, config_map=target.config_map_name,
+                         metrics_port=target.config.metrics.port, env=_wait_env(target))
+        job_labels = m.labels(run=target.run, stage="diagnose", phase=kind,
+                              config_hash=m.short_hash(target.config_text, length=12))
+        name = m.object_name("uvx-diagnose", kind, target.run[:14], unique=target.run_uri + kind + target.config_text)
+        jobs.append(m.job(cluster, target.image, spec, name=name, job_labels=job_labels))
+    return [render_config_map(target), *jobs]
+
+
 def render_driver(target: Target, submit_args: list[str]) -> list[dict[str, Any]]:
     """A small Job that runs `unitvox k8s submit --wait` inside the cluster, for `--detach`."""
     cluster = target.config.cluster

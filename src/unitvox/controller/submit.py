@@ -18,7 +18,7 @@ from typing import Any
 
 from unitvox import exitcodes
 from unitvox.controller.cluster import AlreadyExists, Cluster, JobStatus, PodStatus
-from unitvox.controller.render import Target, render_ablation, render_config_map, render_stage
+from unitvox.controller.render import Target, render_ablation, render_config_map, render_diagnoses, render_stage
 from unitvox.stages import pending
 from unitvox.store import Store
 
@@ -131,21 +131,35 @@ class Controller:
         self._follow(job, "ablate")
         return [*outcomes, StageOutcome("ablate", "done", self.target.suite.name, [job["metadata"]["name"]])]
 
+    def submit_diagnoses(self, kinds: list[str]) -> list[StageOutcome]:
+        """A Job per diagnosis, one after another; a finished Job of an earlier diagnosis is replaced."""
+        objects = render_diagnoses(self.target, kinds)
+        ensure(self.cluster, objects[0])
+        outcomes = []
+        for kind, job in zip(kinds, objects[1:]):
+            self.echo(f"[diagnose {kind}] submitting")
+            self._start(job, replace=True)
+            self._follow(job, f"diagnose {kind}")
+            outcomes.append(StageOutcome(f"diagnose {kind}", "done", kind, [job["metadata"]["name"]]))
+        return outcomes
+
     # -- one Job ------------------------------------------------------------------------------
 
     def _final_job_is_stale(self, job: dict[str, Any]) -> bool:
         """A finished last Job of a stage that is not done means its outputs were lost: run it again."""
         return self._finished(job) == "Complete"
 
-    def _start(self, job: dict[str, Any]) -> None:
+    def _start(self, job: dict[str, Any], *, replace: bool = False) -> None:
+        """Create the Job, or adopt it when it runs or has completed; a failed one (any finished
+        one with `replace`) is deleted and created again."""
         name = job["metadata"]["name"]
         finished = self._finished(job)
-        if finished == "Complete":
+        if finished == "Complete" and not replace:
             self.echo(f"  {name}: adopted (already complete)")
             return
-        deleted = finished == "Failed"
+        deleted = finished is not None
         if deleted:
-            self.echo(f"  {name}: failed earlier; deleting it to run again")
+            self.echo(f"  {name}: {finished.lower()} earlier; deleting it to run again")
             self._delete(job)
         elif self.cluster.get(job["kind"], name) is not None:
             self.echo(f"  {name}: adopted (running)")

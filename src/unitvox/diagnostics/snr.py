@@ -81,7 +81,8 @@ def _explain(check: dict[str, Any], rows: list[dict], negative: list[dict], flag
     if not check["explained_by"]:
         shown = "n/a" if gap is None else f"{gap:+.1f} dB"
         findings.append(
-            f"Neither the output level (mean output-minus-input RMS {shown}, within ±{settings.level_gap_db:g} dB) "
+            f"Neither the output level (mean output-minus-input RMS {shown}; a gain error alone turns SNR negative "
+            f"only when the output is {settings.level_gap_db:g} dB or more louder) "
             f"nor the data ({len(flagged)} of {len(negative)} negative utterances are flagged files) explains the "
             "negative SNR: the vocoder does not reproduce the waveform yet (waveform SNR also punishes phase; "
             "compare MCD, and see `unitvox diagnose training`).")
