@@ -2,7 +2,7 @@
 
 Read: a unitvox checkpoint, a bare state dict in a torch file (possibly under `generator`,
 `state_dict` or `model`), or a `.safetensors` file. Torch files are read with `weights_only=True`,
-so nothing but tensors and plain data is ever unpickled.
+so nothing but tensors and plain data is ever loaded.
 """
 
 from __future__ import annotations
