@@ -18,31 +18,26 @@ from typing import Any
 import numpy as np
 import torch
 
-from unitvox.config import Config, ConfigError
+from unitvox.config import Config
 from unitvox.metrics import NullSink
 from unitvox.stages import IncompleteError
 from unitvox.stages.train import SPLIT, build_datasets, check_hop, codebook_fingerprint, window_frames
 from unitvox.store import Store
 from unitvox.vocoder import checkpoint as ckpt
 from unitvox.vocoder.data import UnitAudioDataset, load_items, speaker_index
-from unitvox.vocoder.inference import checkpoint_location
 from unitvox.vocoder.loop import Trainer
 from unitvox.vocoder.state import build_state
 
 
-def load_trainer(config: Config, store: Store, checkpoint: str) -> Trainer:
-    """The run's models, optimizers and data as saved in `checkpoint`, on the CPU, writing nothing.
+def load_trainer(config: Config, store: Store, uri: str, payload: dict[str, Any]) -> Trainer:
+    """The run's models, optimizers and data as saved in a checkpoint (read from `uri`), on the CPU, writing nothing.
 
     Raises:
-        IncompleteError: the run has no split or no checkpoint yet.
+        IncompleteError: the run has no split yet.
         CheckpointMismatch: the checkpoint was made for another model or codebook.
     """
     if not store.exists(SPLIT):
         raise IncompleteError(f"{store.url(SPLIT)} does not exist: training has not started")
-    try:
-        source, key = checkpoint_location(store, checkpoint)
-    except ConfigError as missing:
-        raise IncompleteError(str(missing)) from None
     codebook = codebook_fingerprint(store)
     check_hop(config, codebook)
     split = store.read_json(SPLIT)
@@ -53,8 +48,7 @@ def load_trainer(config: Config, store: Store, checkpoint: str) -> Trainer:
     train_set, validation_set = build_datasets(config, store, training, validation, speaker_index(items),
                                                int(codebook["k"]))
     description = ckpt.describe_model(config, codebook)
-    payload = ckpt.load(source, key)
-    ckpt.check_matches(payload["model"], description, source.url(key))
+    ckpt.check_matches(payload["model"], description, uri)
     device = torch.device("cpu")
     state = build_state(config.train, int(codebook["k"]), device)
     state.load_state_dict(payload)

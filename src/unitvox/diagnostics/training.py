@@ -29,7 +29,7 @@ from unitvox.report import markdown_table
 from unitvox.stages import IncompleteError
 from unitvox.store import Store
 from unitvox.vocoder import checkpoint as ckpt
-from unitvox.vocoder.inference import NAMED, checkpoint_location
+from unitvox.vocoder.inference import checkpoint_location
 
 LOG = "train/training_log.jsonl"
 LATEST = f"{ckpt.CHECKPOINTS}/latest.pt"
@@ -70,11 +70,16 @@ def diagnose_training(config: Config, store: Store, *, checkpoint: str | None = 
     """
     settings = config.diagnose.training
     checkpoint = checkpoint or settings.checkpoint
-    report = diagnose_run(store, config=config, checkpoint=checkpoint)
-    log = _log_and_norms(store, checkpoint)[0]
-    weights = config.train.lambdas.weights()
-    points = timeline.status_timeline(log, config.train.health, weights, settings.every_rows)
-    measured = _probe(config, store, checkpoint) if probe_model else {"skipped": "--log-only"}
+    try:
+        saved = saved_checkpoint(store, checkpoint)
+    except IncompleteError as missing:
+        saved, measured = None, {"skipped": str(missing)}
+    report, log = _judge_log(store, config, config.train.health, saved)
+    points = timeline.status_timeline(log, config.train.health, config.train.lambdas.weights(), settings.every_rows)
+    if not probe_model:
+        measured = {"skipped": "--log-only"}
+    elif saved:
+        measured = _probe(config, store, *saved)
     status, findings = _judge(report, points, measured, config)
     figures = {name: png for name, png in (("curves.png", timeline.curves_png(log)),
                                            ("status.png", timeline.status_png(points))) if png}
@@ -84,10 +89,10 @@ def diagnose_training(config: Config, store: Store, *, checkpoint: str | None = 
                      _sections(report, points, measured, figures), figures)
 
 
-def _probe(config: Config, store: Store, checkpoint: str) -> dict[str, Any]:
+def _probe(config: Config, store: Store, uri: str, payload: dict[str, Any]) -> dict[str, Any]:
     """Discriminator AUC and loss balance from the checkpoint's models, or why they were not measured."""
     try:
-        trainer = probe.load_trainer(config, store, checkpoint)
+        trainer = probe.load_trainer(config, store, uri, payload)
     except IncompleteError as missing:
         return {"skipped": str(missing)}
     settings = config.diagnose.training
@@ -201,33 +206,48 @@ def diagnose_run(store: Store, *, config: Config | None = None, health: HealthCo
         ConfigError: no config was given and the run has none saved.
     """
     config = config or _saved_config(store)
-    log, norms = _log_and_norms(store, checkpoint)
-    if not log:
-        raise IncompleteError(f"{store.url(LOG)}: no training log to diagnose; run train first")
-    report = assess(log, health or config.train.health, config.train.lambdas.weights(), step=step,
-                    parameter_norms=norms)
+    try:
+        saved = saved_checkpoint(store, checkpoint) if checkpoint else None
+    except IncompleteError:  # not written yet: judge the log alone
+        saved = None
+    report, _ = _judge_log(store, config, health or config.train.health, saved, step)
     if write:
         write_report(store, report)
     return report
+
+
+def _judge_log(store: Store, config: Config, health: HealthConfig, saved: tuple[str, dict[str, Any]] | None,
+               step: int | None = None) -> tuple[HealthReport, list[dict[str, Any]]]:
+    """The monitor's verdict on the run's log (and the saved checkpoint's norms), and the log it judged.
+
+    The log file runs ahead of latest.pt after a critical stop, so it is preferred to the checkpoint's copy.
+    """
+    log = list(store.read_jsonl(LOG)) if store.exists(LOG) else []
+    payload = saved[1] if saved else None
+    if not log and payload:
+        log = json.loads(payload["log"])
+    if not log:
+        raise IncompleteError(f"{store.url(LOG)}: no training log to diagnose; run train first")
+    norms = checkpoint_parameter_norms(payload) if payload else {}
+    return assess(log, health, config.train.lambdas.weights(), step=step, parameter_norms=norms), log
+
+
+def saved_checkpoint(store: Store, checkpoint: str) -> tuple[str, dict[str, Any]]:
+    """(URI, payload) of `latest`, `best`, a key in the run or a URI.
+
+    Raises:
+        IncompleteError: the checkpoint has not been written yet.
+    """
+    try:
+        source, key = checkpoint_location(store, checkpoint)
+    except ConfigError as missing:  # latest or best before training wrote one
+        raise IncompleteError(str(missing)) from None
+    if not source.exists(key):
+        raise IncompleteError(f"{source.url(key)} does not exist; run train first")
+    return source.url(key), ckpt.load(source, key)
 
 
 def _saved_config(store: Store) -> Config:
     if not store.exists("config.yaml"):
         raise ConfigError(f"{store.url('config.yaml')} does not exist: pass the run's config")
     return load(store.url("config.yaml"))
-
-
-def _log_and_norms(store: Store, checkpoint: str | None) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """The training log (the file, else the checkpoint's copy) and the checkpoint's parameter norms."""
-    log = list(store.read_jsonl(LOG)) if store.exists(LOG) else []
-    if not checkpoint:
-        return log, {}
-    try:
-        source, key = checkpoint_location(store, checkpoint)
-    except ConfigError:  # a named checkpoint not written yet: judge the log alone
-        return log, {}
-    if checkpoint not in NAMED and not source.exists(key):
-        return log, {}
-    payload = ckpt.load(source, key)
-    # The log file runs ahead of latest.pt after a critical stop; it is the longer record.
-    return log or json.loads(payload["log"]), checkpoint_parameter_norms(payload)
