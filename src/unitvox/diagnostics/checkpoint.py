@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from unitvox.config import (
-    Config, ConfigError, GeneratorConfig, apply_overrides, expand_generator_preset, from_dict,
+    Config, ConfigError, apply_overrides, expand_generator_preset, from_dict,
 )
 from unitvox.diagnostics import checkpoint_report as report
 from unitvox.diagnostics.checkpoint_files import UNITVOX, Source, converted_payload, read_checkpoint, remap_location
@@ -36,8 +36,7 @@ from unitvox.diagnostics.structure import (
 from unitvox.stages.tokenize import CODEBOOK
 from unitvox.store import Store
 from unitvox.vocoder import checkpoint as ckpt
-from unitvox.vocoder.generator import UnitGenerator
-from unitvox.vocoder.lora import apply_lora
+from unitvox.vocoder.generator import build_generator
 
 KIND = "checkpoint"
 REMAPPED = "diagnose/checkpoint/remapped.pt"
@@ -137,14 +136,6 @@ def diagnose_checkpoint(config: Config, store: Store, checkpoint: str | None = N
     status, verdict = report.verdict(details)
     return Diagnosis(KIND, status, verdict, report.findings(details, settings.keys_shown), details,
                      report.sections(details, settings.keys_shown))
-
-
-def build_generator(generator: GeneratorConfig, num_units: int) -> UnitGenerator:
-    """The generator as training builds it: adapters added when `lora.rank` is set."""
-    model = UnitGenerator(generator, num_units)
-    if generator.lora.rank:
-        apply_lora(model, generator.lora)
-    return model
 
 
 def _shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:

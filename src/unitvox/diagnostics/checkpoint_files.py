@@ -18,7 +18,8 @@ import torch
 from unitvox.config import ConfigError
 from unitvox.store import Store, split_uri
 from unitvox.vocoder import checkpoint as ckpt
-from unitvox.vocoder.inference import checkpoint_location
+from unitvox.stages import IncompleteError
+from unitvox.vocoder.inference import existing_checkpoint
 
 UNITVOX, STATE_DICT, SAFETENSORS = "unitvox", "state_dict", "safetensors"
 # Where training scripts commonly keep a model's state dict inside a larger checkpoint.
@@ -49,10 +50,11 @@ def read_checkpoint(store: Store, name: str) -> Source:
     Raises:
         ConfigError: it does not exist, or holds no state dict that unitvox can read safely.
     """
-    source_store, key = checkpoint_location(store, name)
+    try:
+        source_store, key = existing_checkpoint(store, name)
+    except IncompleteError as missing:  # a checkpoint to diagnose was named: a bad argument, not a wait
+        raise ConfigError(str(missing)) from None
     uri = source_store.url(key)
-    if not source_store.exists(key):
-        raise ConfigError(f"checkpoint {uri} does not exist")
     data = source_store.read_bytes(key)
     sha256 = source_store.sha256(key)
     if key.endswith(".safetensors") or _looks_like_safetensors(data):

@@ -16,13 +16,14 @@ import numpy as np
 from unitvox.config import Config, ConfigError
 from unitvox.diagnostics.speaker_separation import EmbeddedSet
 from unitvox.evaluation.speaker import SilentInputError, SpeakerEmbedder, build_speaker_embedder
+from unitvox.stages import IncompleteError
 from unitvox.stages.evaluate import SPLIT, held_out
 from unitvox.stages.prepare import MANIFEST
 from unitvox.stages.tokenize import UNITS
 from unitvox.store import Store
 from unitvox.vocoder import checkpoint as ckpt
 from unitvox.vocoder.data import AudioReader, Item, load_items
-from unitvox.vocoder.inference import Vocoder, checkpoint_location
+from unitvox.vocoder.inference import Vocoder, existing_checkpoint
 
 EMBEDDER_KEY = "diagnose.embeddings.embedder"
 ENCODER_RATE = 16_000  # the trained speaker encoders read 16 kHz audio
@@ -160,10 +161,11 @@ class TrainedSpeakerEmbedder:
         if not config.train.speaker.enabled:
             raise ConfigError(f"{EMBEDDER_KEY}: 'checkpoint' needs the speaker encoder trained with the vocoder, "
                               "but train.speaker.enabled is false; choose evaluate, resemblyzer or mfcc_stats")
-        source, key = _checkpoint(store, config.evaluate.checkpoint)
-        if source is None:
+        try:
+            source, key = existing_checkpoint(store, config.evaluate.checkpoint)
+        except IncompleteError as missing:
             raise ConfigError(f"{EMBEDDER_KEY}: 'checkpoint' reads the speaker encoder from evaluate.checkpoint "
-                              f"({config.evaluate.checkpoint}), but {key}; run train first or choose another embedder")
+                              f"({config.evaluate.checkpoint}), but {missing}; or choose another embedder") from None
         payload = ckpt.load(source, key)
         if "speaker_encoder" not in payload:
             raise ConfigError(f"{EMBEDDER_KEY}: {source.url(key)} holds no speaker encoder (trained without "
@@ -191,17 +193,6 @@ class TrainedSpeakerEmbedder:
         if not np.isfinite(norm) or norm == 0.0:
             raise SilentInputError("checkpoint: the speaker encoder gave no usable embedding for this audio")
         return (embedding / norm).astype(np.float32)
-
-
-def _checkpoint(store: Store, name: str) -> tuple[Store | None, str]:
-    """(store, key) of the named checkpoint, or (None, why not) when there is none."""
-    try:
-        source, key = checkpoint_location(store, name)
-    except ConfigError as error:
-        return None, str(error)
-    if not source.exists(key):
-        return None, f"{source.url(key)} does not exist"
-    return source, key
 
 
 def embed_real(items: list[Item], store: Store, embedder: SpeakerEmbedder, rate: int) -> tuple[EmbeddedSet, Skipped]:
@@ -232,9 +223,10 @@ def embed_generated(config: Config, store: Store, real: EmbeddedSet, items: list
     skipped = Skipped()
     if not config.diagnose.embeddings.generated:
         return None, skipped, "diagnose.embeddings.generated is off: real audio only"
-    source, key = _checkpoint(store, config.evaluate.checkpoint)
-    if source is None:
-        return None, skipped, f"no vocoder checkpoint ({key}): real audio only"
+    try:
+        existing_checkpoint(store, config.evaluate.checkpoint)
+    except IncompleteError as missing:
+        return None, skipped, f"no vocoder checkpoint ({missing}): real audio only"
     if not store.exists(SPLIT) or not store.exists(UNITS):
         return None, skipped, f"no held-out split ({store.url(SPLIT)}) or units: real audio only"
     vocoder = Vocoder(config, store, config.evaluate.checkpoint)

@@ -29,7 +29,7 @@ from unitvox.report import markdown_table
 from unitvox.stages import IncompleteError
 from unitvox.store import Store
 from unitvox.vocoder import checkpoint as ckpt
-from unitvox.vocoder.inference import checkpoint_location
+from unitvox.vocoder.inference import existing_checkpoint
 
 LOG = "train/training_log.jsonl"
 LATEST = f"{ckpt.CHECKPOINTS}/latest.pt"
@@ -238,12 +238,7 @@ def saved_checkpoint(store: Store, checkpoint: str) -> tuple[str, dict[str, Any]
     Raises:
         IncompleteError: the checkpoint has not been written yet.
     """
-    try:
-        source, key = checkpoint_location(store, checkpoint)
-    except ConfigError as missing:  # latest or best before training wrote one
-        raise IncompleteError(str(missing)) from None
-    if not source.exists(key):
-        raise IncompleteError(f"{source.url(key)} does not exist; run train first")
+    source, key = existing_checkpoint(store, checkpoint)
     return source.url(key), ckpt.load(source, key)
 
 

@@ -18,6 +18,7 @@ from unitvox.vocoder.blocks import (
     build_residual_block,
     small_weight_norm,
 )
+from unitvox.vocoder.lora import apply_lora
 
 # Pre- and post-convs as in HiFi-GAN: a short context at the unit rate and at the sample rate.
 PRE_CONV_KERNEL = 7
@@ -110,6 +111,14 @@ class UnitGenerator(nn.Module):
         """How many output samples one unit can change; also how far apart two samples can share a unit."""
         first, last = self.influence_span()
         return last - first + 1
+
+
+def build_generator(config: GeneratorConfig, num_units: int) -> UnitGenerator:
+    """The generator as training builds it, with LoRA adapters added when `lora.rank` is set."""
+    generator = UnitGenerator(config, num_units)
+    if config.lora.rank:
+        apply_lora(generator, config.lora)
+    return generator
 
 
 def _upsampling_conv(in_channels: int, out_channels: int, rate: int, kernel: int) -> nn.Module:

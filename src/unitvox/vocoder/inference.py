@@ -8,10 +8,11 @@ import numpy as np
 import torch
 
 from unitvox.config import Config, ConfigError
+from unitvox.stages.record import IncompleteError
 from unitvox.stages.tokenize import CODEBOOK
 from unitvox.store import Store, split_uri
 from unitvox.vocoder import checkpoint as ckpt
-from unitvox.vocoder.generator import UnitGenerator
+from unitvox.vocoder.generator import build_generator
 from unitvox.vocoder.lora import merge_lora
 from unitvox.vocoder.speaker import build_speaker_encoder
 
@@ -32,6 +33,21 @@ def checkpoint_location(store: Store, name: str) -> tuple[Store, str]:
     return store, name
 
 
+def existing_checkpoint(store: Store, name: str) -> tuple[Store, str]:
+    """Where `checkpoint_location` points, once the checkpoint is there.
+
+    Raises:
+        IncompleteError: the checkpoint has not been written (yet); the message names it.
+    """
+    try:
+        source, key = checkpoint_location(store, name)
+    except ConfigError as missing:  # latest or best before training wrote one
+        raise IncompleteError(str(missing)) from None
+    if not source.exists(key):
+        raise IncompleteError(f"checkpoint {source.url(key)} does not exist; run train first or name another")
+    return source, key
+
+
 class Vocoder:
     """Generator (and speaker encoder, when conditioned) loaded for inference on one device."""
 
@@ -42,11 +58,7 @@ class Vocoder:
         payload = ckpt.load(self.source_store, self.key)
         self.sha256 = self.source_store.sha256(self.key)
         ckpt.check_matches(payload["model"], ckpt.describe_model(config, codebook), self.source_store.url(self.key))
-        self.generator = UnitGenerator(config.train.generator, int(codebook["k"]))
-        if config.train.generator.lora.rank:
-            from unitvox.vocoder.lora import apply_lora
-
-            apply_lora(self.generator, config.train.generator.lora)
+        self.generator = build_generator(config.train.generator, int(codebook["k"]))
         self.generator.load_state_dict(payload["generator"])
         if config.train.generator.lora.rank:
             merge_lora(self.generator)
