@@ -8,6 +8,7 @@ timeouts and multipart transfers go through the same HTTP code paths as against 
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,13 +18,25 @@ import pytest
 
 TEST_REGION = "us-east-1"
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "librispeech-mini"
+# UNITVOX_TEST_CORPUS=synthetic makes the tests use the synthetic corpus even where ../shared exists,
+# so CI also walks the path a fresh clone takes.
+CORPUS_CHOICE = os.environ.get("UNITVOX_TEST_CORPUS", "auto")
+if CORPUS_CHOICE not in ("auto", "synthetic", "shared"):
+    raise pytest.UsageError(f"UNITVOX_TEST_CORPUS={CORPUS_CHOICE!r}: expected auto, synthetic or shared")
+
+
+def use_shared_corpus() -> bool:
+    """True when the tests read ../shared/corpus/librispeech-mini rather than the synthetic corpus."""
+    if CORPUS_CHOICE == "shared" and not CORPUS.is_dir():
+        raise pytest.UsageError(f"UNITVOX_TEST_CORPUS=shared but {CORPUS} does not exist")
+    return CORPUS_CHOICE != "synthetic" and CORPUS.is_dir()
 
 
 @pytest.fixture(scope="session")
 def speech_corpus(tmp_path_factory) -> Path:
-    """The real speech in ../shared/corpus/librispeech-mini, or, in a fresh clone without it,
-    the synthetic demo corpus (espeak-ng, several voices), so tests still run on real-ish speech."""
-    if CORPUS.is_dir():
+    """The real speech in ../shared/corpus/librispeech-mini, or, in a fresh clone without it (or with
+    UNITVOX_TEST_CORPUS=synthetic), the synthetic demo corpus (espeak-ng, several voices)."""
+    if use_shared_corpus():
         return CORPUS
     from unitvox.demo import synthesise_corpus
 
@@ -104,3 +117,11 @@ def fake_kubernetes() -> Iterator[object]:
 
     with FakeKubernetes() as fake:
         yield fake
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Mark every test that reads the speech corpus (directly or through a run made from it) `corpus`,
+    so `.ci/run` can run them again on the synthetic corpus (UNITVOX_TEST_CORPUS=synthetic)."""
+    for item in items:
+        if "speech_corpus" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.corpus)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -78,7 +79,7 @@ def test_an_encoder_that_separates_speakers_is_ok(prepared_copy):
     real = diagnosis.details["real"]
     assert diagnosis.status == "ok", diagnosis.verdict
     assert diagnosis.verdict.startswith("speakers are separated")
-    assert real["items"] == len(rows) - 2 and real["speakers"] == 6
+    assert real["items"] == len(rows) - 2 and real["speakers"] == len({row["speaker"] for row in rows})
     assert real["separation"] > 0.5 and real["silhouette"] > 0.5 and real["auc"] > 0.99
     assert real["same_speaker"]["mean"] > 0.8 and real["same_speaker"]["q05"] > real["different_speaker"]["q95"]
     assert diagnosis.details["skipped"]["real"]["counts"] == {"unreadable": 1, "silent": 1}
@@ -87,17 +88,24 @@ def test_an_encoder_that_separates_speakers_is_ok(prepared_copy):
     assert any(finding.startswith("least separated speaker pairs: ") for finding in diagnosis.findings)
     assert diagnosis.details["generated"] is None and "no vocoder checkpoint" in diagnosis.details["generated_audio"]
     assert set(diagnosis.figures) == {"similarity.png", "pca.png", "tsne.png"}
-    assert diagnosis.details["projections"]["tsne_perplexity"] == 10.0
+    points = len(rows) - 2
+    assert diagnosis.details["projections"]["tsne_perplexity"] == pytest.approx(
+        min(config.diagnose.embeddings.perplexity, (points - 1) / 3))
 
 
 def test_an_encoder_blind_to_speakers_is_a_problem(tokenized_run, tmp_path):
     shutil.copytree(tokenized_run, tmp_path / "run")
     store = LocalStore(str(tmp_path / "run"))
-    first_of_each = {}
+    first_of_each, per_speaker = {}, Counter()
     for row in manifest(store):
         first_of_each.setdefault(row["speaker"], row["id"])
+        per_speaker[row["speaker"]] += 1
+    speakers = len(first_of_each)
+    # Three items per speaker where the corpus has them: the validation item plus two topped up.
+    budget = sum(min(3, count) for count in per_speaker.values())
+    assert budget > speakers, "the corpus needs speakers with more than one segment"
     store.write_json("train/split.json", {"train": [], "validation": sorted(first_of_each.values())})
-    config = load("jobs/demo.yaml", ["diagnose.embeddings.max_items=18", "diagnose.embeddings.perplexity=30"])
+    config = load("jobs/demo.yaml", [f"diagnose.embeddings.max_items={budget}", "diagnose.embeddings.perplexity=30"])
     diagnosis = diagnose_embeddings(config, store, embedder=PlantedEncoder(store, shared=1.0, speaker=0.0, noise=0.5))
     real = diagnosis.details["real"]
     assert diagnosis.status == "problem"
@@ -106,11 +114,17 @@ def test_an_encoder_blind_to_speakers_is_a_problem(tokenized_run, tmp_path):
     worst = real["pairs"][0]
     assert f"least separated speaker pairs: {worst['speakers'][0]} & {worst['speakers'][1]}" in diagnosis.findings[1]
     items = diagnosis.details["items"]
-    assert items == {"source": "validation+training", "chosen": 18, "validation": 6, "topped_up": 12, "speakers": 6,
-                     "per_speaker": {speaker: 3 for speaker in first_of_each}}
-    assert any("12 training segments were added to its 6" in finding for finding in diagnosis.findings)
-    assert diagnosis.details["projections"]["tsne_perplexity"] == pytest.approx(17 / 3)
-    assert any("perplexity lowered from 30 to 5.67" in finding for finding in diagnosis.findings)
+    topped_up = budget - speakers
+    assert items == {"source": "validation+training", "chosen": budget, "validation": speakers,
+                     "topped_up": topped_up, "speakers": speakers,
+                     "per_speaker": {speaker: min(3, per_speaker[speaker]) for speaker in sorted(first_of_each)}}
+    assert any(f"{topped_up} training segments were added to its {speakers}" in finding
+               for finding in diagnosis.findings)
+    # t-SNE's perplexity must stay below the number of points: lowered to (n - 1) / 3 when 30 is too high.
+    lowered = (budget - 1) / 3
+    assert diagnosis.details["projections"]["tsne_perplexity"] == pytest.approx(min(30.0, lowered))
+    if lowered < 30:
+        assert any(f"perplexity lowered from 30 to {lowered:.2f}" in finding for finding in diagnosis.findings)
 
 
 def test_an_encoder_that_orders_pairs_with_a_small_gap_gets_a_warning(prepared_copy):
@@ -179,15 +193,18 @@ def test_the_checkpoint_embedder_needs_a_trained_encoder(prepared_copy):
 
 def test_the_command_prints_findings_and_writes_the_report(prepared_copy, capsys):
     run = prepared_copy.local_root
+    rows = manifest(prepared_copy)
+    chosen = min(12, len(rows))
+    speakers = len({row["speaker"] for row in rows})
     code = main(["diagnose", "embeddings", "--config", "jobs/demo.yaml", "--run", str(run),
                  "--set", "diagnose.embeddings.embedder=mfcc_stats", "--max-items", "12"])
     printed = capsys.readouterr().out
     assert code == 0
-    assert printed.startswith("embeddings: ") and "  - real audio: 12 items of 6 speakers" in printed
+    assert printed.startswith("embeddings: ") and f"  - real audio: {chosen} items of {speakers} speakers" in printed
     assert f"report: {run}/diagnose/embeddings/report.md" in printed
     folder = run / "diagnose" / "embeddings"
     report = json.loads((folder / "report.json").read_text())
-    assert report["kind"] == "embeddings" and report["embedder"] == "mfcc_stats" and report["items"]["chosen"] == 12
+    assert report["kind"] == "embeddings" and report["embedder"] == "mfcc_stats" and report["items"]["chosen"] == chosen
     markdown = (folder / "report.md").read_text()
     assert "## Similarity" in markdown and "![t-SNE of the embeddings by speaker](tsne.png)" in markdown
     assert {path.name for path in folder.glob("*.png")} == {"similarity.png", "pca.png", "tsne.png"}

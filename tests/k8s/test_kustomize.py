@@ -15,7 +15,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+from system_tools import needs
+
+pytestmark = needs("kubectl")
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = "k8s"

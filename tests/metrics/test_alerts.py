@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from unitvox.metrics.catalogue import CATALOGUE, PREFIX
+from system_tools import needs
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "k8s" / "base"
@@ -23,8 +24,7 @@ UNIT_TESTS = Path(__file__).with_name("alerts_test.yaml")
 METRIC_NAME = re.compile(r"\bunitvox_[a-z0-9_]+")
 HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
 TEMPLATE_LABEL = re.compile(r"\{\{\s*\$labels\.([a-z_]+)\s*\}\}")
-needs_promtool = pytest.mark.skipif(shutil.which("promtool") is None,
-                                    reason="promtool is not installed (Debian package prometheus)")
+needs_promtool = needs("promtool")
 
 
 def _load(name: str) -> dict:

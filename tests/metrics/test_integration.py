@@ -27,6 +27,7 @@ from unitvox.config import load
 from unitvox.metrics import run_label
 from unitvox.stages import run_stage
 from unitvox.store import LocalStore
+from system_tools import needs
 
 pytestmark = pytest.mark.e2e
 STARTUP_SECONDS = 30
@@ -114,7 +115,7 @@ def _eventually(query, expression: str, count: int) -> list[dict]:
         time.sleep(0.5)
 
 
-@pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus is not installed (Debian package)")
+@needs("prometheus")
 def test_prometheus_scrapes_the_training_gauges_with_run_stage_and_variant(prometheus, tokenized_run, tmp_path):
     port, query = prometheus
     shutil.copytree(tokenized_run, tmp_path / "run")
@@ -144,8 +145,7 @@ def test_prometheus_scrapes_the_training_gauges_with_run_stage_and_variant(prome
     assert info and info[0]["metric"]["version"] and len(info[0]["metric"]["config_hash"]) == 12
 
 
-@pytest.mark.skipif(shutil.which("prometheus-pushgateway") is None,
-                    reason="prometheus-pushgateway is not installed (Debian package)")
+@needs("prometheus-pushgateway")
 def test_a_short_stage_pushes_its_progress_and_results_to_the_pushgateway(pushgateway, speech_corpus, tmp_path):
     store = LocalStore(str(tmp_path / "run"))
     config = load("jobs/demo.yaml", [f"prepare.input={speech_corpus}", f"metrics.pushgateway={pushgateway}"])

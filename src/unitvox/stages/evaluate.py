@@ -49,9 +49,11 @@ def held_out(store: Store, config: Config) -> tuple[list, UnitAudioDataset]:
     """The validation segments training never saw (up to max_items), and a reference source per speaker."""
     if not store.exists(SPLIT):
         raise IncompleteError(f"evaluate needs the held-out split {store.url(SPLIT)}: run train first")
-    validation = set(store.read_json(SPLIT)["validation"])
+    validation = store.read_json(SPLIT)["validation"]
     everything = load_items(store)
-    chosen = [item for item in everything if item.segment_id in validation][: config.evaluate.max_items]
+    by_id = {item.segment_id: item for item in everything}
+    # The split's own order, whatever order the manifest or the shards produced.
+    chosen = [by_id[segment] for segment in validation if segment in by_id][: config.evaluate.max_items]
     reference_samples = int(config.train.speaker.reference_seconds * config.prepare.sample_rate)
     references = UnitAudioDataset(everything, AudioReader(store), frames=1, hop=config.train.generator.hop_samples,
                                   pad_unit=0, speakers=speaker_index(everything), crop=False,
