@@ -7,6 +7,11 @@
 # GPUs up to Hopper (H100, H200). Blackwell nodes need the CUDA 13 build of the same torch:
 #   docker build --build-arg BASE_IMAGE=pytorch/pytorch:2.13.0-cuda13.0-cudnn9-runtime -t unitvox:latest .
 # Both stages use the same base, so the interpreter the venv links to exists in the final image.
+#
+# The same file builds a CPU image on any base with Python 3.11 and pip (tests/test_image.py builds one on
+# a debootstrapped Debian, offline, from wheels put in wheelhouse/ by `pip wheel`):
+#   docker build --build-arg BASE_IMAGE=BASE --build-arg TORCH=torch==2.13.0+cpu --build-arg PIP_OPTIONS=--no-index \
+#       --build-arg BUILD_PACKAGES= .
 ARG BASE_IMAGE=pytorch/pytorch:2.13.0-cuda12.6-cudnn9-runtime
 
 # ---- builder: install unitvox and its dependencies into /opt/venv --------------------------------
@@ -22,26 +27,51 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN python3 -m venv --system-site-packages --without-pip /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
+# A C compiler for the dependencies that ship no wheel (pesq), in this stage only: the final image gets
+# none. BUILD_PACKAGES="" skips it when every dependency comes as a wheel (a wheelhouse built with `pip wheel`).
+ARG BUILD_PACKAGES="gcc libc6-dev"
+# hadolint ignore=DL3008,SC2086
+RUN if [ -n "$BUILD_PACKAGES" ]; then \
+        apt-get update && apt-get install -y --no-install-recommends $BUILD_PACKAGES && rm -rf /var/lib/apt/lists/*; \
+    fi
+
 WORKDIR /src
 COPY pyproject.toml README.md ./
-COPY src ./src
+# wheelhouse/ is optional: the bracket lets COPY match nothing, and README.md keeps the source list non-empty.
+COPY README.md wheelhous[e] /wheels/
 
-# The constraint pins torch to the base's own build (e.g. 2.13.0+cu126): pyproject's `torch>=2.1` is
-# already met, and should any dependency ever ask for another torch the build fails here instead of
-# quietly replacing the CUDA build with a CPU wheel from PyPI.
+# TORCH empty: torch is the base's own build (the CUDA one), and the constraint pins it (e.g. 2.13.0+cu126):
+# pyproject's `torch>=2.1` is already met, and should any dependency ever ask for another torch the build
+# fails here instead of quietly replacing the CUDA build with a CPU wheel from PyPI.
+# TORCH set (a requirement such as torch==2.13.0+cpu): that build goes into the venv first, then is pinned.
+# PIP_OPTIONS: e.g. --no-index, to install only from wheelhouse/ (pip's index may be out of reach).
+ARG TORCH=""
+ARG PIP_OPTIONS=""
+# The dependencies come from pyproject.toml alone, so this layer stays cached while only src/ changes.
 # resemblyzer ships its speaker encoder in its wheel; --no-deps skips its source-only webrtcvad
 # (webrtcvad-wheels provides the same module), as `make install` does.
-RUN python -c 'import torch; print(f"torch=={torch.__version__}")' > /tmp/torch-constraint.txt \
-    && python -m pip install --no-cache-dir --constraint /tmp/torch-constraint.txt . \
-    && python -m pip install --no-cache-dir --no-deps resemblyzer==0.1.4 webrtcvad-wheels==2.0.14.post1 \
-    && rm /tmp/torch-constraint.txt
+# hadolint ignore=SC2086,DL3013
+RUN set -eu \
+    && if [ -n "$TORCH" ]; then python -m pip install --no-cache-dir $PIP_OPTIONS --find-links /wheels "$TORCH"; fi \
+    && python -c 'import torch; print(f"torch=={torch.__version__}")' > /tmp/torch-constraint.txt \
+    && python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
+        > /tmp/requirements.txt \
+    && python -m pip install --no-cache-dir $PIP_OPTIONS --find-links /wheels \
+        --constraint /tmp/torch-constraint.txt --requirement /tmp/requirements.txt \
+    && python -m pip install --no-cache-dir $PIP_OPTIONS --find-links /wheels --no-deps \
+        resemblyzer==0.1.4 webrtcvad-wheels==2.0.14.post1 \
+    && rm /tmp/torch-constraint.txt /tmp/requirements.txt
 
-# torch's own `torchrun` script runs the base interpreter, which cannot see the venv; this one runs the
-# venv's, so `torchrun -m unitvox train` starts workers that can import unitvox.
-RUN printf '%s\n' '#!/opt/venv/bin/python' 'import sys' 'from torch.distributed.run import main' \
+COPY src ./src
+
+# torch's own `torchrun` script runs the base interpreter, which cannot see the venv; the one written
+# here runs the venv's, so `torchrun -m unitvox train` starts workers that can import unitvox.
+# hadolint ignore=SC2086
+RUN python -m pip install --no-cache-dir $PIP_OPTIONS --find-links /wheels --no-deps . \
+    && printf '%s\n' '#!/opt/venv/bin/python' 'import sys' 'from torch.distributed.run import main' \
         'sys.exit(main())' > /opt/venv/bin/torchrun \
     && chmod 0755 /opt/venv/bin/torchrun \
-    && python -c 'import torch, unitvox; assert not torch.__file__.startswith("/opt/venv/"), "torch was reinstalled into the venv"; assert torch.version.cuda, "torch is not a CUDA build"'
+    && python -c 'import os, torch, unitvox; own = bool(os.environ["TORCH"]); assert own == torch.__file__.startswith("/opt/venv/"), "torch is not the build asked for"; assert own or torch.version.cuda, "the base torch is not a CUDA build"'
 
 # ---- final: the runtime image, no compilers or build tools added -------------------------------------
 FROM ${BASE_IMAGE}
@@ -51,20 +81,18 @@ LABEL org.opencontainers.image.title="unitvox" \
       org.opencontainers.image.licenses="Apache-2.0"
 
 # tini is PID 1: it forwards SIGTERM to the stage (training checkpoints on it) and reaps zombies
-# (DataLoader workers, torchrun's children). Its version follows the base's Ubuntu release, which a
-# build argument may change, so the package is not pinned to one release's version string.
+# (DataLoader workers, torchrun's children). Its version follows the base's distribution release, which
+# a build argument may change, so the package is not pinned to one release's version string.
 # /scratch is where pods mount their writable emptyDir (HOME, TMPDIR and the caches point there, as the
 # controller's manifests set them); creating it here lets a plain `docker run` work the same way.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends tini \
-    && rm -rf /var/lib/apt/lists/* \
+    && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin \
     && groupadd --gid 10001 unitvox \
     && useradd --no-log-init --uid 10001 --gid 10001 --home-dir /scratch --no-create-home \
         --shell /usr/sbin/nologin unitvox \
     && install -d -o 10001 -g 10001 -m 0750 /scratch
-
-COPY --from=builder /opt/venv /opt/venv
 
 ENV PATH=/opt/venv/bin:$PATH \
     VIRTUAL_ENV=/opt/venv \
@@ -73,15 +101,17 @@ ENV PATH=/opt/venv/bin:$PATH \
     HOME=/scratch \
     TMPDIR=/scratch
 
-WORKDIR /app
 # The shipped configs, so `unitvox validate --config jobs/base.yaml` works inside the image.
-COPY jobs ./jobs
+COPY jobs /app/jobs
+WORKDIR /app
+
+# The venv is the last layer, and the only large one: a storage driver such as vfs copies the whole
+# tree for every layer (and every container) after it. Whether it runs in this stage is what
+# tests/test_image.py checks, by running the image; the builder has imported torch and unitvox.
+COPY --from=builder /opt/venv /opt/venv
 
 # Numeric, so Kubernetes can check runAsNonRoot against the image.
 USER 10001:10001
-
-# Fails the build if the copied venv does not run in the final image.
-RUN unitvox --help > /dev/null && torchrun --help > /dev/null
 
 # Prometheus metrics of training and GAN health.
 EXPOSE 9400

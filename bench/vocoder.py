@@ -41,12 +41,10 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 from unitvox import config as configuration  # noqa: E402
-from unitvox.metrics import NullSink  # noqa: E402
 from unitvox.store.local import LocalStore  # noqa: E402
-from unitvox.vocoder.data import AudioReader, UnitAudioDataset  # noqa: E402
+from unitvox.vocoder.build import trainer_without_data, window_frames  # noqa: E402
 from unitvox.vocoder.generator import UnitGenerator, remove_weight_norm  # noqa: E402
 from unitvox.vocoder.loop import Trainer  # noqa: E402
-from unitvox.vocoder.state import build_state  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 NUM_UNITS = 100
@@ -125,19 +123,9 @@ def load_setup(preset: str, arguments: argparse.Namespace) -> configuration.Conf
 
 
 def build_trainer(config: configuration.Config, device: torch.device, scratch: Path) -> Trainer:
-    """A real Trainer around `build_state`'s state.
-
-    `train_step` reads only the state, the train config, the mel spectrogram and the autocast
-    choice, so calling it directly times exactly what training runs, with no copy of the step to
-    drift from the loop. The datasets, store and sink it also holds serve validation, samples and
-    checkpoints, which never run here: empty datasets over an empty scratch store stand in.
-    """
-    settings = config.train
-    state = build_state(settings, NUM_UNITS, device)  # with the speaker encoder when the config asks for one
-    store = LocalStore(str(scratch))
-    empty = UnitAudioDataset([], AudioReader(store), frames=1, hop=settings.generator.hop_samples,
-                             pad_unit=NUM_UNITS, speakers={}, crop=False)
-    return Trainer(config, store, state, empty, empty, model_description={}, device=device, metrics=NullSink())
+    """A real Trainer, so `train_step` times exactly what training runs, with no copy of the step to drift
+    from the loop; an empty scratch store stands in for the run it never reads."""
+    return trainer_without_data(config, LocalStore(str(scratch)), NUM_UNITS, device)
 
 
 def random_batch(config: configuration.Config, device: torch.device) -> dict[str, torch.Tensor]:
@@ -145,7 +133,7 @@ def random_batch(config: configuration.Config, device: torch.device) -> dict[str
     speaker (B,), and with speaker conditioning reference (B, R)."""
     settings = config.train
     hop = settings.generator.hop_samples
-    frames = max(1, int(settings.segment_seconds * config.prepare.sample_rate) // hop)  # as stages/train.py
+    frames = window_frames(config)  # the windows training takes
     batch = settings.batch_size
     generator = torch.Generator().manual_seed(0)
     found = {

@@ -8,7 +8,8 @@ Use (the `fake_kubernetes` fixture in conftest.py starts one):
         cluster.create(job_manifest)
         fail_job(fake, "other", pod_status=terminated("OOMKilled", 137))
 
-It stores objects and answers create, get, list, delete and pod logs; it never acts on its own.
+It stores objects and answers create, get, list, delete and pod logs; it never acts on its own
+(a test plays the Job controller, Kueue or an operator with the helpers at the end).
 """
 
 from __future__ import annotations
@@ -117,6 +118,15 @@ class FakeKubernetes:
         """A copy of one stored object of the fake's namespace, or None."""
         return next((obj for obj in self.objects(plural) if obj["metadata"]["name"] == name), None)
 
+    def update(self, plural: str, name: str, *, metadata: dict[str, Any] | None = None,
+               spec: dict[str, Any] | None = None, status: dict[str, Any] | None = None) -> None:
+        """Merge fields into a stored object's `metadata`, `spec` and `status` (any resource, e.g. "trainjobs")."""
+        with self._lock:
+            obj = next(o for (_, kind, ns, n), o in self._objects.items() if (kind, ns, n) == (plural, self.namespace, name))
+            obj["metadata"].update(copy.deepcopy(metadata or {}))
+            obj.setdefault("spec", {}).update(copy.deepcopy(spec or {}))
+            obj.setdefault("status", {}).update(copy.deepcopy(status or {}))
+
     def set_job_status(self, name: str, **status: Any) -> None:
         """Merge fields, spelled as in the API (`failedIndexes=...`), into a Job's `status`."""
         with self._lock:
@@ -174,7 +184,7 @@ class FakeKubernetes:
         length = int(handler.headers.get("Content-Length") or 0)
         body = json.loads(handler.rfile.read(length)) if length else None
         with self._lock:
-            self.requests.append(Request(method, url.path, query, body))
+            self.requests.append(Request(method, url.path, query, copy.deepcopy(body)))  # as sent, whatever follows
         match = _PATH.fullmatch(url.path)
         if not match:
             return _send(handler, 404, _status(404, "NotFound", f"the server could not find {url.path}"))
@@ -209,6 +219,8 @@ class FakeKubernetes:
                 return _send(handler, 409, _status(409, "AlreadyExists", message, name=name, kind=plural))
             if plural == "jobs":
                 obj.setdefault("status", {})
+                if (obj.get("spec") or {}).get("suspend"):  # as the Job controller marks a suspended Job
+                    obj["status"]["conditions"] = [_condition("Suspended", "JobSuspended", "Job suspended")]
             created = self._store(group_version, plural, namespace, obj)
         if plural == "jobs" and self.on_job_created is not None:
             try:
@@ -390,6 +402,19 @@ def fail_job(
     conditions = [_condition("FailureTarget", reason, message), _condition("Failed", reason, message)]
     fake.set_job_status(job_name, active=0, failed=failed, failedIndexes=str(index), conditions=conditions)
     return pod
+
+
+def admit_job(fake: FakeKubernetes, job_name: str) -> None:
+    """Play Kueue admitting a queued Job: unsuspend it; the Job controller then sets `startTime`."""
+    resumed = _condition("Suspended", "JobResumed", "Job resumed")
+    fake.update("jobs", job_name, spec={"suspend": False}, status={"startTime": now(), "conditions": [
+        {**resumed, "status": "False"}]})
+
+
+def queued_jobs(fake: FakeKubernetes) -> list[str]:
+    """The names of the stored Jobs that are suspended (waiting for admission), oldest first."""
+    jobs = [job for job in fake.objects("jobs") if job["spec"].get("suspend")]
+    return [job["metadata"]["name"] for job in sorted(jobs, key=lambda job: int(job["metadata"]["resourceVersion"]))]
 
 
 def succeed_jobs(fake: FakeKubernetes) -> None:

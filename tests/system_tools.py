@@ -12,7 +12,9 @@ INSTALL = {
     "promtool": "apt-get install prometheus",
     "prometheus-pushgateway": "apt-get install prometheus-pushgateway",
     "kubectl": "apt-get install kubernetes-client (1.27 or newer, for its built-in kustomize)",
-    "docker": "apt-get install docker.io",
+    "docker": "apt-get install docker.io debootstrap",
+    "dockerd": "apt-get install docker.io debootstrap",
+    "debootstrap": "apt-get install docker.io debootstrap",
     "chromium": "apt-get install chromium",
 }
 

@@ -119,7 +119,7 @@ def test_make_demo_ends_with_the_diagnoses_of_the_demo_run():
 
 def test_stages_wait_for_their_inputs_only_when_told_to(monkeypatch):
     from unitvox import cli
-    from unitvox.stages import IncompleteError
+    from unitvox.errors import IncompleteError
 
     attempts = []
 

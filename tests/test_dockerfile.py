@@ -1,6 +1,6 @@
 """The one image's Dockerfile: hadolint-clean, multi-stage, pinned, non-root, tini as PID 1.
 
-Docker needs a daemon to build, so these tests read the Dockerfile instead of building it.
+These tests read the Dockerfile; tests/test_image.py builds it (on a CPU base) and runs the image.
 Run: .venv/bin/python -m pytest tests/test_dockerfile.py
 """
 
@@ -158,16 +158,21 @@ def test_final_stage_is_the_cuda_pytorch_runtime(dockerfile, final):
     assert all(stage.image == final.image for stage in dockerfile[1])  # the venv links to the same interpreter
 
 
-def test_torch_comes_from_the_base_image(dockerfile):
+def test_torch_comes_from_the_base_image_unless_a_build_argument_names_one(dockerfile):
     _, stages = dockerfile
     runs = " ".join(value for stage in stages for value in stage.values("RUN"))
     assert "--system-site-packages" in runs
+    builder_arguments = [value for stage in stages[:-1] for value in stage.values("ARG")]
+    assert 'TORCH=""' in builder_arguments, "by default torch is the base's own (CUDA) build"
     installs = [words for stage in stages for run in stage.values("RUN") for words in commands(run)
                 if "pip" in words and "install" in words]
     assert installs
     for words in installs:
-        assert not [word for word in words if re.match(r"torch\b", word)], f"installs torch: {words}"
+        torches = [word for word in words if re.match(r"\$?\{?torch\b", word, re.IGNORECASE)]
+        assert torches in ([], ["$TORCH"]), f"installs a torch other than the one TORCH names: {words}"
         assert "--no-cache-dir" in words, words
+    assert '[ -n "$TORCH" ]' in runs or "[ -n $TORCH ]" in runs, "torch is installed only when TORCH is set"
+    assert "--constraint /tmp/torch-constraint.txt" in runs, "whichever torch it is, the dependencies cannot replace it"
     assert re.search(r"--no-deps [^&]*resemblyzer", runs) and re.search(r"--no-deps [^&]*webrtcvad-wheels", runs)
 
 
@@ -216,4 +221,5 @@ def test_dockerignore_keeps_local_state_out_of_the_context():
     assert copies
     for *sources, _destination in copies:
         for source in sources:
-            assert not dockerignored(source.rstrip("/"), patterns), f"COPY {source} is excluded by .dockerignore"
+            literal = re.sub(r"\[(.)\]", r"\1", source.rstrip("/"))  # wheelhous[e]: the optional wheelhouse/
+            assert not dockerignored(literal, patterns), f"COPY {source} is excluded by .dockerignore"

@@ -333,3 +333,22 @@ def test_boto_is_imported_only_by_the_s3_store():
         if re.search(r"^\s*(import|from)\s+(boto3|botocore)\b", path.read_text(encoding="utf-8"), re.MULTILINE)
     )
     assert importers == ["store/s3.py"]
+
+
+def test_local_listing_follows_folder_links_once_and_reports_loops_and_dangling_links(tmp_path: Path):
+    root = tmp_path / "store"
+    (root / "a" / "deep").mkdir(parents=True)
+    (root / "a" / "deep" / "x.txt").write_text("x")
+    (root / "b.txt").write_text("b")
+    os.symlink("../..", root / "a" / "deep" / "loop")  # an ancestor: walking it would never end
+    os.symlink("missing.txt", root / "a" / "dangling.txt")
+    os.symlink("a", root / "0-alias")  # sorts before its target, which is still listed as itself
+    os.symlink(tmp_path / "outside", root / "linked")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "y.txt").write_text("y")
+    store = LocalStore(str(root))
+    keys, unlisted = store.scan()
+    assert keys == ["a/deep/x.txt", "b.txt", "linked/y.txt"] == list(store.list())
+    assert [(item.key, item.reason) for item in unlisted] == [
+        ("0-alias", "repeated_folder"), ("a/dangling.txt", "dangling_link"), ("a/deep/loop", "symlink_loop")]
+    assert list(store.list("a/")) == ["a/deep/x.txt"]

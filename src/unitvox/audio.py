@@ -6,6 +6,8 @@ Pure functions over numpy arrays of float32 samples in [-1, 1]; no store, no sta
 from __future__ import annotations
 
 import io
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +19,17 @@ from unitvox.config import ChecksConfig, SplitConfig
 
 _FLOOR_DB = -120.0
 _DYNAMIC_RANGE_DB = 15.0
+
+DECODABLE_EXTENSIONS = ("wav", "flac", "ogg", "oga", "opus", "mp3", "aiff", "aif", "au", "caf", "w64", "rf64")
+"""File extensions libsndfile decodes here (opus and vorbis in Ogg, MPEG layer III, AIFF, ...).
+Not decodable: AAC/M4A, WMA, AC-3 and video containers; convert those first (ffmpeg -i in.m4a out.flac)."""
+
+IN_MEMORY_SAMPLES = 1 << 22
+"""Files of at most this many decoded samples (frames times channels, 16 MiB as float32) are
+decoded in one piece (peak memory about five times that); longer ones stream in blocks, so memory does not grow with a file's length."""
+
+BLOCK_FRAMES = 1 << 16
+"""Frames decoded at a time when a file streams."""
 
 
 class AudioError(ValueError):
@@ -47,16 +60,12 @@ def decode(path: str | Path) -> tuple[np.ndarray, int, int]:
         AudioError: an empty or undecodable file, or one holding NaN or infinite samples.
     """
     path = Path(path)
-    if path.stat().st_size == 0:
-        raise AudioError("empty", "empty file (0 bytes)")
+    _check_not_empty(path)
     try:
-        samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
+        # A bytes path: soundfile cannot encode a str path whose name is not valid UTF-8.
+        samples, rate = soundfile.read(os.fsencode(path), dtype="float32", always_2d=True)
     except Exception as error:  # libsndfile reports bad data through several exception types
-        kind = path.suffix.lstrip(".").lower() or "audio"
-        raise AudioError("undecodable", (
-            f"cannot decode as {kind}: truncated, corrupt or not audio ({path.stat().st_size} bytes); "
-            f"libsndfile says: {error}"
-        )) from None
+        raise _undecodable(path, error) from None
     if samples.size == 0:
         raise AudioError("empty", "no audio frames in the file")
     bad = ~np.isfinite(samples)
@@ -64,6 +73,143 @@ def decode(path: str | Path) -> tuple[np.ndarray, int, int]:
         nans = int(np.isnan(samples).sum())
         raise AudioError("non_finite", f"{nans} NaN and {int(bad.sum()) - nans} infinite samples")
     return samples, int(rate), int(samples.shape[1])
+
+
+def _check_not_empty(path: Path) -> None:
+    try:
+        size = path.stat().st_size
+    except OSError as error:
+        raise AudioError("unreadable", f"cannot read the file: {error.strerror or error}") from None
+    if size == 0:
+        raise AudioError("empty", "empty file (0 bytes)")
+
+
+def _undecodable(path: Path, error: Exception) -> AudioError:
+    if isinstance(error, PermissionError):
+        return AudioError("unreadable", f"cannot read the file: {error.strerror or error}")
+    kind = path.suffix.lstrip(".").lower() or "audio"
+    return AudioError("undecodable", (
+        f"cannot decode as {kind}: truncated, corrupt or not audio ({path.stat().st_size} bytes); "
+        f"libsndfile says: {error}"
+    ))
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What a file's header says: sample rate, channels and frames (per channel)."""
+
+    rate: int
+    channels: int
+    frames: int
+
+    @property
+    def fits_in_memory(self) -> bool:
+        return 0 <= self.frames * self.channels <= IN_MEMORY_SAMPLES
+
+
+def probe(path: str | Path) -> AudioInfo:
+    """Read a file's header only.
+
+    Raises:
+        AudioError: an empty, unreadable or undecodable file.
+    """
+    path = Path(path)
+    _check_not_empty(path)
+    try:
+        info = soundfile.info(os.fsencode(path))
+    except Exception as error:
+        raise _undecodable(path, error) from None
+    return AudioInfo(int(info.samplerate), int(info.channels), int(info.frames))
+
+
+def stream_mono(path: str | Path, target_rate: int, block_frames: int = BLOCK_FRAMES) -> Iterator[np.ndarray]:
+    """A recording as consecutive (n,) float32 blocks of mono audio at `target_rate`, decoded and
+    resampled a block at a time; the blocks joined equal `to_mono(decode(path))`.
+
+    Raises:
+        AudioError: the file cannot be read or decoded, or holds NaN or infinite samples.
+    """
+    path = Path(path)
+    try:
+        sound = soundfile.SoundFile(os.fsencode(path))
+    except Exception as error:
+        raise _undecodable(path, error) from None
+    with sound:
+        stream = None
+        if sound.samplerate != target_rate:
+            stream = soxr.ResampleStream(sound.samplerate, target_rate, 1, dtype="float32", quality="HQ")
+        nans = infinite = 0
+        while True:
+            try:
+                block = sound.read(block_frames, dtype="float32", always_2d=True)
+            except Exception as error:
+                raise _undecodable(path, error) from None
+            last = len(block) < block_frames
+            bad = ~np.isfinite(block)
+            if bad.any():
+                nans += int(np.isnan(block).sum())
+                infinite += int(bad.sum()) - int(np.isnan(block).sum())
+            if nans or infinite:
+                if last:
+                    raise AudioError("non_finite", f"{nans} NaN and {infinite} infinite samples")
+                continue
+            mono = block.mean(axis=1)
+            if stream is not None:
+                mono = stream.resample_chunk(mono, last=last)
+            if len(mono):
+                yield np.ascontiguousarray(mono, dtype=np.float32)
+            if last:
+                return
+
+
+class FrameLevels:
+    """`frame_levels_db` over a stream of blocks: feed blocks in order, then take `levels()`."""
+
+    def __init__(self, rate: int, frame_seconds: float):
+        self.frame = max(1, int(round(frame_seconds * rate)))
+        self.samples = 0
+        self._carry = np.zeros(0, dtype=np.float32)
+        self._levels: list[np.ndarray] = []
+
+    def add(self, block: np.ndarray) -> None:
+        self.samples += len(block)
+        joined = np.concatenate([self._carry, block]) if len(self._carry) else block
+        count = len(joined) // self.frame
+        if count:
+            frames = joined[: count * self.frame].reshape(count, self.frame).astype(np.float64)
+            self._levels.append(to_db(np.sqrt(np.mean(frames**2, axis=1))))
+        self._carry = joined[count * self.frame:].copy()
+
+    def levels(self) -> np.ndarray:
+        if not self._levels:  # shorter than one frame: the level of what there is
+            return to_db(np.sqrt(np.mean(self._carry.astype(np.float64) ** 2)) if len(self._carry) else 0.0)[None]
+        return np.concatenate(self._levels)
+
+
+def cut(blocks: Iterator[np.ndarray], ranges: list[tuple[int, int]]) -> Iterator[tuple[int, int, np.ndarray]]:
+    """The samples of each (start, end) range from a stream of blocks, in order.
+
+    Holds at most one range and one block, so memory does not grow with the stream's length.
+    `ranges` must be sorted, with starts and ends both increasing (as `split` returns them).
+    """
+    pending = iter(ranges)
+    current = next(pending, None)
+    buffer, offset = np.zeros(0, dtype=np.float32), 0  # offset: stream position of buffer[0]
+    for block in blocks:
+        buffer = np.concatenate([buffer, block])
+        while current is not None and offset + len(buffer) >= current[1]:
+            start, end = current
+            yield start, end, buffer[start - offset:end - offset].copy()
+            current = next(pending, None)
+        keep_from = current[0] if current is not None else offset + len(buffer)
+        drop = min(max(0, keep_from - offset), len(buffer))
+        buffer, offset = buffer[drop:], offset + drop
+        if current is None:
+            return
+    while current is not None:  # a stream shorter than planned ends its last ranges early
+        start, end = current
+        yield start, min(end, offset + len(buffer)), buffer[max(0, start - offset):end - offset].copy()
+        current = next(pending, None)
 
 
 def to_mono(samples: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
@@ -143,8 +289,12 @@ def split(samples: np.ndarray, rate: int, config: SplitConfig) -> list[tuple[int
     Raises:
         AudioError: the file holds no frame above the silence threshold.
     """
+    return split_levels(frame_levels_db(samples, rate, config.frame_seconds), len(samples), rate, config)
+
+
+def split_levels(levels: np.ndarray, total: int, rate: int, config: SplitConfig) -> list[tuple[int, int]]:
+    """`split` from the frame levels of `total` samples, for audio that is not held in memory whole."""
     frame = max(1, int(round(config.frame_seconds * rate)))
-    levels = frame_levels_db(samples, rate, config.frame_seconds)
     if not np.any(levels >= config.silence_db):
         loudest, floor = float(levels.max()), float(np.percentile(levels, 10))
         if loudest - floor > _DYNAMIC_RANGE_DB:  # something rises over the floor: quiet speech, not silence
@@ -153,13 +303,13 @@ def split(samples: np.ndarray, rate: int, config: SplitConfig) -> list[tuple[int
                 "raise the recording's gain or lower prepare.split.silence_db"
             ))
         raise AudioError("silent", f"no speech: every frame is below {config.silence_db:g} dBFS")
-    if len(samples) <= config.max_segment_seconds * rate:
-        return [(0, len(samples))]
+    if total <= config.max_segment_seconds * rate:
+        return [(0, total)]
     min_pause = int(round(config.min_pause_seconds / config.frame_seconds))
     regions = speech_regions(levels, config.silence_db, min_pause)
-    ranges = [(s * frame, min(len(samples), e * frame)) for s, e in plan_segments(regions, len(levels), config)]
-    if ranges and len(samples) - ranges[-1][1] < frame:
-        ranges[-1] = (ranges[-1][0], len(samples))  # keep the tail a frame grid would drop
+    ranges = [(s * frame, min(total, e * frame)) for s, e in plan_segments(regions, len(levels), config)]
+    if ranges and total - ranges[-1][1] < frame:
+        ranges[-1] = (ranges[-1][0], total)  # keep the tail a frame grid would drop
     return ranges
 
 
@@ -190,5 +340,5 @@ def encode_flac(samples: np.ndarray, rate: int) -> bytes:
 
 def read_mono(path: str | Path) -> tuple[np.ndarray, int]:
     """A prepared segment as (T,) float32 samples and its rate."""
-    samples, rate = soundfile.read(path, dtype="float32", always_2d=False)
+    samples, rate = soundfile.read(os.fsencode(path), dtype="float32", always_2d=False)
     return (samples.mean(axis=1) if samples.ndim == 2 else samples), int(rate)

@@ -16,8 +16,10 @@ from collections.abc import Callable
 from typing import Any
 
 from unitvox import __version__, exitcodes
-from unitvox.config import ConfigError, load
-from unitvox.stages import STAGES, IncompleteError, Interrupted, Unhealthy
+from unitvox.config import ConfigError, load, to_yaml
+from unitvox.errors import IncompleteError, Interrupted, Unhealthy
+from unitvox.layout import CONFIG
+from unitvox.stages import STAGES, Shard, run_stage, shard_count, stage_module
 from unitvox.store import StoreError, open_store
 
 EXIT_FAILED = exitcodes.FAILED
@@ -97,8 +99,6 @@ def _stage_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _make_stage_command(stage: str) -> Callable[[argparse.Namespace], int]:
     def command(args: argparse.Namespace) -> int:
-        from unitvox.stages import Shard, run_stage, shard_count, stage_module
-
         config = load(args.config, args.overrides)
         index = args.shard_index
         if index is None and args.shard_count is not None or index is None and args.phase:
@@ -168,15 +168,15 @@ def _validate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _pipeline(args: argparse.Namespace) -> int:
-    from unitvox.config import to_yaml
+    # lazy: keeps torch, sklearn, matplotlib and kubernetes off the path of `unitvox --help`
     from unitvox.controller.local import StepFailed, run_pipeline, summary_lines
 
     config = load(args.config, args.overrides)
     store = open_store(args.run)
-    store.write_text("config.yaml", to_yaml(config, "# The resolved config of this run, written by unitvox pipeline\n"))
+    store.write_text(CONFIG, to_yaml(config, "# The resolved config of this run, written by unitvox pipeline\n"))
     stages = args.stages.split(",") if args.stages else None
     try:
-        reports = run_pipeline(config, store, config_uri=store.url("config.yaml"), stages=stages, force=args.force)
+        reports = run_pipeline(config, store, config_uri=store.url(CONFIG), stages=stages, force=args.force)
     except StepFailed as failure:
         print(f"pipeline stopped: {failure}", file=sys.stderr)
         return failure.code if failure.code in exitcodes.PERMANENT else EXIT_FAILED
@@ -190,7 +190,9 @@ def _pipeline_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _ablate(args: argparse.Namespace) -> int:
-    from unitvox.ablations.run import compare_only, plan_ablation, run_suite, run_variant
+    # lazy: keeps torch, sklearn, matplotlib and kubernetes off the path of `unitvox --help`
+    from unitvox.ablations.plan import plan_ablation
+    from unitvox.ablations.run import compare_only, run_suite, run_variant
     from unitvox.ablations.suite import load_suite
     from unitvox.controller.local import StepFailed
 
@@ -244,12 +246,14 @@ RUN/ablations/<variant>/; the comparison is RUN/ablations/report.md and comparis
 
 
 def _diagnose(args: argparse.Namespace) -> int:
+    # lazy: keeps torch, sklearn, matplotlib and kubernetes off the path of `unitvox --help`
     from unitvox.diagnostics import commands
 
     return commands.run(args)
 
 
 def _diagnose_arguments(parser: argparse.ArgumentParser) -> None:
+    # lazy: keeps torch, sklearn, matplotlib and kubernetes off the path of `unitvox --help`
     from unitvox.diagnostics import commands
 
     def run_arguments(sub: argparse.ArgumentParser) -> None:
@@ -261,12 +265,14 @@ def _diagnose_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _diagnose_examples() -> str:
+    # lazy: keeps torch, sklearn, matplotlib and kubernetes off the path of `unitvox --help`
     from unitvox.diagnostics.commands import EXAMPLES
 
     return EXAMPLES
 
 
 def _demo_corpus(args: argparse.Namespace) -> int:
+    # lazy: keeps torch, sklearn, matplotlib and kubernetes off the path of `unitvox --help`
     from unitvox.demo import synthesise_corpus
 
     paths = synthesise_corpus(args.out, speakers=args.speakers, utterances_per_speaker=args.utterances)
@@ -281,18 +287,21 @@ def _demo_corpus_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _k8s(args: argparse.Namespace) -> int:
+    # lazy: keeps torch, sklearn, matplotlib and kubernetes off the path of `unitvox --help`
     from unitvox.controller import commands
 
     return commands.run(args)
 
 
 def _k8s_arguments(parser: argparse.ArgumentParser) -> None:
+    # lazy: keeps torch, sklearn, matplotlib and kubernetes off the path of `unitvox --help`
     from unitvox.controller import commands
 
     commands.add_arguments(parser)
 
 
 def _k8s_examples() -> str:
+    # lazy: keeps torch, sklearn, matplotlib and kubernetes off the path of `unitvox --help`
     from unitvox.controller.commands import EXAMPLES
 
     return EXAMPLES

@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-from unitvox.ablations.compare import build_comparison, training_metrics, write_comparison
-from unitvox.ablations.run import plan_ablation
+from unitvox.ablations.ablation_report import write_comparison
+from unitvox.ablations.compare import build_comparison, training_metrics
+from unitvox.ablations.plan import plan_ablation
 from unitvox.ablations.suite import parse_suite
 from unitvox.config import load
 from unitvox.store import LocalStore

@@ -6,11 +6,12 @@ Run: OMP_NUM_THREADS=1 .venv/bin/python -m pytest tests/ablations/test_plan.py -
 
 import pytest
 
-from unitvox.ablations.run import plan_ablation, run_variant, variant_store
+from unitvox.ablations.plan import plan_ablation
+from unitvox.ablations.run import run_variant, variant_store
 from unitvox.ablations.suite import load_suite, parse_suite
 from unitvox.cli import main
 from unitvox.config import ConfigError, load
-from unitvox.stages import IncompleteError
+from unitvox.errors import IncompleteError
 from unitvox.store import LocalStore, StoreError
 
 ISSUE_VARIANTS = ["baseline", "no_contrastive", "no_gan", "low_contrastive", "high_contrastive", "no_hard_negative",

@@ -54,7 +54,9 @@ def test_every_stage_of_the_base_config_validates_strictly():
                         ("tokenize", "assign"), ("tokenize", "merge"), ("bpe", "train"), ("train", "fit"),
                         ("evaluate", "score"), ("evaluate", "merge"), ("samples", "render")]
     assert objects[0]["kind"] == "ConfigMap"
-    assert yaml.safe_load(objects[0]["data"]["config.yaml"]) == load("jobs/base.yaml", [INPUT]).to_dict()
+    # Pods listen for Prometheus on every interface; a local run of the same config keeps to loopback.
+    assert yaml.safe_load(objects[0]["data"]["config.yaml"]) == load(
+        "jobs/base.yaml", [INPUT, "metrics.address=0.0.0.0"]).to_dict()
 
 
 def test_strict_validation_would_catch_a_misspelt_field():
@@ -238,6 +240,11 @@ SNAPSHOT_CASES = {
     "base-train-3-nodes": lambda: render_stage(target("jobs/base.yaml", "cluster.training.nodes=3"), "train"),
     "speaker-ablation": lambda: render_ablation(target(suite=load_suite("jobs/ablations/speaker.yaml"))),
     "demo-diagnoses": lambda: render_diagnoses(target("jobs/demo.yaml"), ["all"]),
+    # Kueue: every Job suspended and labelled with the queue and the workload priority.
+    "demo-pipeline-queued": lambda: render_pipeline(target("jobs/demo.yaml", "cluster.queue=team-gpu",
+                                                           "cluster.priority_class=research-high")),
+    "base-train-trainjob": lambda: render_stage(target("jobs/base.yaml", "cluster.training.launcher=trainjob",
+                                                       "cluster.training.nodes=2", "cluster.queue=team-gpu"), "train"),
 }
 
 
@@ -249,3 +256,13 @@ def test_rendering_matches_its_snapshot(name):
     if os.environ.get("UNITVOX_UPDATE_SNAPSHOTS") == "1" or not path.exists():
         path.write_text(text)
     assert text == path.read_text(), f"rendering changed; review and rerun with UNITVOX_UPDATE_SNAPSHOTS=1 ({path})"
+
+
+def test_pods_serve_metrics_on_every_interface_while_a_local_run_keeps_to_loopback():
+    from unitvox.config import load as load_config
+
+    assert load_config("jobs/demo.yaml").metrics.address == "127.0.0.1"
+    assert load_config("jobs/base.yaml").metrics.address == "127.0.0.1"
+    assert yaml.safe_load(target().config_text)["metrics"]["address"] == "0.0.0.0"
+    chosen = target("jobs/base.yaml", "metrics.address=10.0.0.7")
+    assert yaml.safe_load(chosen.config_text)["metrics"]["address"] == "10.0.0.7"

@@ -260,5 +260,5 @@ def test_status_and_logs_read_the_runs_jobs_and_pods(fake, capsys):
     assert main(["k8s", "status", "--run", RUN, "--namespace", "unitvox", "--api-server", fake.url]) == 0
     assert main(["k8s", "logs", "--run", RUN, "--stage", "bpe", "--namespace", "unitvox", "--api-server", fake.url]) == 0
     out = capsys.readouterr().out
-    assert "bpe" in out and "Complete" in out and job["metadata"]["name"] in out
+    assert "bpe" in out and " complete " in out and job["metadata"]["name"] in out
     assert "bpe: done" in out

@@ -10,7 +10,7 @@ import pytest
 from unitvox.evaluation.gates import (
     Gate,
     evaluate_gates,
-    exit_code,
+    gates_exit_code,
     gates_from_config,
     junit_xml,
     metrics_json,
@@ -84,14 +84,14 @@ def test_gates_pass_and_fail_and_set_the_exit_code():
     summary = summarise(ROWS)
     passing = evaluate_gates(summary, gates_from_config({"snr_db_min": 5.0, "mcd_max": 8.0}))
     assert [result.passed for result in passing] == [True, True]
-    assert exit_code(passing) == 0
+    assert gates_exit_code(passing) == 0
 
     results = evaluate_gates(summary, gates_from_config({"snr_db_median_min": 12.0, "mcd_max": 6.5}))
     assert [result.passed for result in results] == [False, True]
     assert results[0].value == pytest.approx(10.0)
     assert results[0].threshold == 12.0
     assert results[0].message == "snr_db_median = 10 is below the minimum 12"
-    assert exit_code(results) == 1
+    assert gates_exit_code(results) == 1
 
 
 def test_bounds_are_inclusive():
@@ -100,7 +100,7 @@ def test_bounds_are_inclusive():
 
 
 def test_no_gates_means_success():
-    assert exit_code(evaluate_gates({"snr_db_mean": -40.0}, [])) == 0
+    assert gates_exit_code(evaluate_gates({"snr_db_mean": -40.0}, [])) == 0
 
 
 def test_a_missing_metric_fails_its_gate():

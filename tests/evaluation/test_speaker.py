@@ -7,7 +7,7 @@ import pytest
 import soundfile
 
 from synth import speech_like
-from unitvox.evaluation.metrics import cosine_similarity
+from unitvox.evaluation.waveform import cosine_similarity
 from unitvox.evaluation.speaker import (
     SilentInputError,
     build_speaker_embedder,

@@ -22,10 +22,11 @@ pytestmark = needs("kubectl")
 REPO = Path(__file__).resolve().parents[2]
 BASE = "k8s"
 MINIO = "k8s/overlays/minio"
+TRAINER = "k8s/overlays/trainer"
 # The range of Kubernetes versions the README names as supported.
 KUBERNETES_VERSIONS = ("1.31.0", "1.37.0")
 # API groups of custom resources, which have no schema in kubernetes-validate (PodMonitor, PrometheusRule).
-CUSTOM_RESOURCE_GROUPS = {"monitoring.coreos.com", "kubeflow.org"}
+CUSTOM_RESOURCE_GROUPS = {"monitoring.coreos.com", "kubeflow.org", "trainer.kubeflow.org"}
 NAMESPACE = "unitvox"
 SECRET = "unitvox-s3"
 SECRET_KEYS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION"}
@@ -38,6 +39,7 @@ CONTROLLER_RIGHTS = {
     ("", "pods/log"): {"get"},
     ("", "events"): {"get", "list", "watch"},
     ("kubeflow.org", "pytorchjobs"): {"create", "get", "list", "watch", "delete"},
+    ("trainer.kubeflow.org", "trainjobs"): {"create", "get", "list", "watch", "delete"},
 }
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"}
@@ -82,7 +84,7 @@ def secret_names(spec: dict) -> set[str]:
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
-@pytest.mark.parametrize("path", [BASE, MINIO])
+@pytest.mark.parametrize("path", [BASE, MINIO, TRAINER])
 def test_every_object_is_valid_for_the_supported_kubernetes_versions(path, version):
     objects = render(path)
     assert objects, f"{path} rendered nothing"
@@ -97,7 +99,7 @@ def test_every_object_is_valid_for_the_supported_kubernetes_versions(path, versi
             pytest.fail(f"{path}: {label} is invalid for Kubernetes {version}: {error.message}")
 
 
-@pytest.mark.parametrize("path", [BASE, MINIO])
+@pytest.mark.parametrize("path", [BASE, MINIO, TRAINER])
 def test_base_objects_are_there_and_namespaced(path):
     objects = render(path)
     for kind, name in [("Namespace", NAMESPACE), ("ServiceAccount", "unitvox-controller"),
@@ -204,3 +206,61 @@ def test_pods_run_non_root_read_only_with_limits_and_pinned_images(path):
             assert context["readOnlyRootFilesystem"] is True, label
             assert context["capabilities"]["drop"] == ["ALL"], label
             assert not context.get("privileged", False), label
+
+
+def test_the_trainer_runtime_sets_what_a_trainjob_cannot():
+    from unitvox.config import Config
+    from unitvox.controller import kubeflow
+    from unitvox import exitcodes
+
+    runtime = find(render(TRAINER), "TrainingRuntime", Config().cluster.training.runtime)
+    assert Config().cluster.training.runtime_kind == "TrainingRuntime"
+    (replicated,) = runtime["spec"]["template"]["spec"]["replicatedJobs"]
+    assert replicated["name"] == kubeflow.TRAINER_NODE
+    assert replicated["template"]["metadata"]["labels"]["trainer.kubeflow.org/trainjob-ancestor-step"] == "trainer"
+    job_spec = replicated["template"]["spec"]
+    for version in KUBERNETES_VERSIONS:  # the replicated job's template is a batch/v1 Job spec
+        kubernetes_validate.validate({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "check"},
+                                      "spec": job_spec}, version, strict=True)
+    fail = next(rule for rule in job_spec["podFailurePolicy"]["rules"] if rule["action"] == "FailJob")
+    assert fail["onExitCodes"]["values"] == list(exitcodes.PERMANENT)
+    assert fail["onExitCodes"]["containerName"] == kubeflow.TRAINER_NODE
+    pod = job_spec["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["automountServiceAccountToken"] is False
+    (container,) = pod["containers"]
+    assert container["name"] == kubeflow.TRAINER_NODE
+    assert container["ports"] == [{"name": "metrics", "containerPort": Config().metrics.port, "protocol": "TCP"}]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {"configMapRef": {"name": "unitvox-settings", "optional": True}} in container["envFrom"]
+
+
+def relabel_kept(endpoint: dict, pod_labels: dict[str, str]) -> bool:
+    """Whether Prometheus keeps a pod's target after the endpoint's drop/keep relabelings."""
+    import re
+
+    meta = {"__meta_kubernetes_pod_label_" + re.sub(r"[^A-Za-z0-9_]", "_", key): value
+            for key, value in pod_labels.items()}
+    for rule in endpoint.get("relabelings", []):
+        joined = rule.get("separator", ";").join(meta.get(name, "") for name in rule["sourceLabels"])
+        matched = re.fullmatch(rule.get("regex", "(.*)"), joined) is not None
+        if (rule["action"] == "drop" and matched) or (rule["action"] == "keep" and not matched):
+            return False
+    return True
+
+
+def test_only_rank_zero_pods_of_a_training_are_scrape_targets():
+    from unitvox.config import load
+    from unitvox.controller.render import Target, render_stage
+
+    (endpoint,) = find(render(BASE), "PodMonitor", "unitvox-train")["spec"]["podMetricsEndpoints"]
+    index = "batch.kubernetes.io/job-completion-index"
+    config = load("jobs/base.yaml", ["prepare.input=s3://b/raw", "cluster.training.nodes=3"])
+    job = render_stage(Target(config, "s3://b/runs/r", "img:1"), "train")[-1]
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    kept = [i for i in range(3) if relabel_kept(endpoint, {**labels, index: str(i)})]
+    assert kept == [0], "pods of ranks other than 0 serve no /metrics and are no targets"
+    assert relabel_kept(endpoint, labels), "single-pod training (not Indexed) is scraped"
+    pytorch = {**labels, "training.kubeflow.org/replica-type": "worker"}
+    assert not relabel_kept(endpoint, pytorch) and relabel_kept(endpoint, {**pytorch, "training.kubeflow.org/replica-type": "master"})
+    ablation = {**labels, "app.kubernetes.io/component": "ablate", index: "5"}
+    assert relabel_kept(endpoint, ablation), "every index of an ablation suite trains as rank 0"

@@ -4,7 +4,7 @@ import shutil
 
 from unitvox.config import load
 from unitvox.stages import run_stage
-from unitvox.stages.bpe import MODEL, MOTIFS
+from unitvox.layout import BPE_MODEL as MODEL, BPE_MOTIFS as MOTIFS
 from unitvox.store import LocalStore
 
 

@@ -11,7 +11,7 @@ import soundfile
 
 from unitvox.config import load
 from unitvox.stages import run_stage
-from unitvox.stages.evaluate import JUNIT, METRICS, SUMMARY
+from unitvox.layout import EVALUATE_JUNIT as JUNIT, EVALUATE_METRICS as METRICS, EVALUATE_SUMMARY as SUMMARY
 from unitvox.store import LocalStore
 
 SHRINK = ["tokenize.kmeans.k=20", "tokenize.kmeans.sample_frames=4000", "train.segment_seconds=0.25",

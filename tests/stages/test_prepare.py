@@ -1,10 +1,17 @@
 """prepare: bad input is reported and skipped, good input survives, shards merge, reruns resume."""
 
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile
 
 from synth import speech_like, with_pauses, write
+from unitvox import audio
 from unitvox.config import ConfigError, load
 from unitvox.stages import Shard, run_stage
 from unitvox.stages.prepare import MANIFEST, REJECTED, REPORT, list_sources, speaker_of
@@ -57,7 +64,8 @@ def test_bad_input_is_rejected_with_reasons_and_good_input_kept(tmp_path, messy_
     assert rejected["nan.wav"]["reason"] == "non_finite" and "5 NaN" in rejected["nan.wav"]["detail"]
     assert rejected["silent.wav"]["reason"] == "silent"
     assert rejected["whisper.wav"]["reason"] == "too_quiet"
-    assert "readme.txt" not in rejected and "readme.txt" not in kept_sources
+    assert rejected["readme.txt"]["reason"] == "unsupported_format" and "readme.txt" not in kept_sources
+    assert ".txt is not in prepare.extensions" in rejected["readme.txt"]["detail"]
     long_segments = [row for row in kept if row["source"].endswith("long.wav")]
     assert len(long_segments) >= 2, "a 32 s file must be split at its pauses"
     for row in kept:
@@ -66,7 +74,7 @@ def test_bad_input_is_rejected_with_reasons_and_good_input_kept(tmp_path, messy_
         assert abs(len(samples) / rate - row["duration"]) < 0.01
         assert row["speaker"] in ("alice", "bob")
     report = store.read_json(REPORT)
-    assert report["files"] == 12
+    assert report["files"] == 12 and report["files_not_prepared"] == 1
     assert report["segments_kept"] == len(kept)
     assert report["rejected_by_reason"]["silent"] == 1
     assert sum(report["duration_histogram"]["counts"]) == len(kept)
@@ -120,12 +128,17 @@ def test_missing_or_empty_input_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="neither a folder nor a list file"):
         list_sources(_config(tmp_path / "nowhere").prepare)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ConfigError, match="no wav/flac/ogg/mp3 files"):
+    with pytest.raises(ConfigError, match="no wav/flac/ogg/opus/mp3/aiff/aif files"):
         list_sources(_config(tmp_path / "empty").prepare)
+    (tmp_path / "empty" / "talk.m4a").write_bytes(b"not decodable here")
+    with pytest.raises(ConfigError, match=r"no wav/.* files under .*\(1 other files, e.g. .*talk.m4a\)"):
+        list_sources(_config(tmp_path / "empty").prepare)
+    with pytest.raises(ConfigError, match=r"prepare.extensions: \['m4a'\] cannot be decoded here"):
+        list_sources(_config(tmp_path / "empty", "prepare.extensions=[wav, m4a]").prepare)
 
 
 def test_progress_reaches_the_metrics_sink(tmp_path, messy_input):
-    from unitvox.metrics import MemorySink
+    from unitvox.prometheus import MemorySink
 
     sink = MemorySink()
     run_stage(_config(messy_input, "prepare.shards=1"), LocalStore(str(tmp_path / "run")), "prepare", metrics=sink)
@@ -148,3 +161,99 @@ def test_s3_prefix_input_into_an_s3_run(tmp_path, s3_bucket):
         ("ann", f"s3://{s3_bucket}/raw/ann/ann-0001.flac"), ("ben", f"s3://{s3_bucket}/raw/ben/ben-0001.flac")]
     assert all(run.exists(row["audio"]) for row in kept)
     assert run_stage(_config(f"s3://{s3_bucket}/raw"), run, "prepare").status == "skipped"
+
+
+@pytest.fixture
+def awkward_input(tmp_path):
+    """Files a real archive holds: a name that is not UTF-8, symbolic links that loop or dangle, a link
+    to a folder listed already, opus and AIFF recordings, and formats prepare does not read."""
+    root = tmp_path / "raw"
+    write(root / "dora" / "plain.flac", speech_like(2.5, seed=11), 16000)
+    write(root / "dora" / "voice.opus", speech_like(2.5, 48000, 12), 48000, format="OGG", subtype="OPUS")
+    write(root / "dora" / "studio.aiff", speech_like(2.5, 44100, 13), 44100, format="AIFF", subtype="PCM_16")
+    write(root / "dora" / "old.aif", speech_like(2.5, 22050, 14), 22050, format="AIFF", subtype="PCM_24")
+    latin1 = write(root / "dora" / "latin1.wav", speech_like(2.5, seed=15), 16000)
+    os.rename(latin1, os.fsencode(root / "dora") + b"/caf\xe9-r\xe9cit.wav")  # named on a Latin-1 system
+    (root / "dora" / "chapter").mkdir()
+    os.symlink("..", root / "dora" / "chapter" / "up")  # points back to an ancestor
+    os.symlink("gone.wav", root / "dora" / "dangling.wav")
+    os.symlink("itself.wav", root / "dora" / "itself.wav")
+    os.symlink("dora", root / "again")  # the same folder a second time
+    (root / "dora" / "talk.m4a").write_bytes(b"AAC in MP4: libsndfile cannot decode it")
+    (root / "dora" / "cover.jpg").write_bytes(b"\xff\xd8 not audio")
+    return root
+
+
+def test_awkward_names_links_and_formats_are_prepared_or_reported_never_fatal(tmp_path, awkward_input):
+    store = LocalStore(str(tmp_path / "run"))
+    assert run_stage(_config(awkward_input), store, "prepare").status == "ran"
+    kept = {row["source"].rsplit("/", 1)[1] for row in _rows(store, MANIFEST)}
+    rejected = {row["source"].split("/raw/", 1)[1]: row for row in _rows(store, REJECTED)}
+    assert kept == {"plain.flac", "voice.opus", "studio.aiff", "old.aif", "caf\\xe9-r\\xe9cit.wav"}
+    assert {name: row["reason"] for name, row in rejected.items()} == {
+        "again": "repeated_folder", "dora/chapter/up": "symlink_loop", "dora/dangling.wav": "dangling_link",
+        "dora/itself.wav": "symlink_loop", "dora/talk.m4a": "unsupported_format",
+        "dora/cover.jpg": "unsupported_format"}
+    assert "libsndfile cannot decode it either" in rejected["dora/talk.m4a"]["detail"]
+    assert "gone.wav, which does not exist" in rejected["dora/dangling.wav"]["detail"]
+    report = store.read_json(REPORT)
+    assert report["names_escaped"] == 1
+    assert report["names_escaped_examples"] == [str(awkward_input / "dora" / "caf\\xe9-r\\xe9cit.wav")]
+    assert report["files"] == 5 and report["files_not_prepared"] == 6 and report["segments_kept"] == 5
+    # Every entry under the input is accounted for: prepared or rejected with a reason.
+    entries = {Path(folder, name).relative_to(awkward_input).as_posix()
+               for folder, dirs, files in os.walk(awkward_input) for name in files + dirs}
+    accounted = set(rejected) | {f"dora/{name}" for name in kept} | {"dora", "dora/chapter"}
+    assert {printable_name(e) for e in entries} == accounted
+    assert run_stage(_config(awkward_input), store, "prepare").status == "skipped"
+
+
+def printable_name(name: str) -> str:
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def test_a_long_recording_streams_in_blocks_and_cuts_where_decoding_it_whole_does(tmp_path, monkeypatch):
+    source = tmp_path / "raw" / "erin"
+    pieces = [6.0, 9.0, 4.0, 12.0, 7.0, 3.0, 8.0]
+    write(source / "lecture.wav", np.stack([with_pauses(pieces, pause=0.8, rate=44100)] * 2, 1), 44100)
+    write(source / "interview.flac", with_pauses(pieces[::-1], pause=0.9, seed=3), 16000)
+    whole = LocalStore(str(tmp_path / "whole"))
+    run_stage(_config(tmp_path / "raw"), whole, "prepare")
+    monkeypatch.setattr(audio, "IN_MEMORY_SAMPLES", 1000)
+    monkeypatch.setattr(audio, "BLOCK_FRAMES", 4096)
+    streamed = LocalStore(str(tmp_path / "streamed"))
+    run_stage(_config(tmp_path / "raw"), streamed, "prepare")
+    rows = _rows(whole, MANIFEST)
+    assert len(rows) >= 6 and rows == _rows(streamed, MANIFEST)
+    assert _rows(whole, REJECTED) == _rows(streamed, REJECTED)
+    for row in rows:
+        assert (whole.local_root / row["audio"]).read_bytes() == (streamed.local_root / row["audio"]).read_bytes()
+
+
+def test_stream_mono_joins_to_the_whole_decode_and_reports_bad_samples(tmp_path):
+    path = write(tmp_path / "a.wav", np.stack([speech_like(5.0, 22050, 4)] * 3, 1), 22050)
+    samples, rate, _ = audio.decode(path)
+    streamed = np.concatenate(list(audio.stream_mono(path, 16000, block_frames=3000)))
+    np.testing.assert_array_equal(streamed, audio.to_mono(samples, rate, 16000))
+    nan = speech_like(5.0, seed=5)
+    nan[40_000:40_003] = np.nan
+    with pytest.raises(audio.AudioError, match="3 NaN and 0 infinite"):
+        list(audio.stream_mono(write(tmp_path / "nan.wav", nan, 16000, subtype="FLOAT"), 16000, block_frames=3000))
+
+
+@pytest.mark.e2e
+def test_a_three_hour_recording_is_prepared_in_bounded_memory(tmp_path):
+    """Measured in a child process by bench/prepare_memory.py, which prints the same figures."""
+    bench = Path(__file__).resolve().parents[2] / "bench" / "prepare_memory.py"
+    script = (f"import json, sys; sys.path.insert(0, {str(bench.parent)!r}); import prepare_memory; "
+              f"print(json.dumps(prepare_memory.measure(3.0, __import__('pathlib').Path({str(tmp_path)!r}))))")
+    try:
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=900, check=False)
+    finally:  # a 330 MiB recording and its segments
+        shutil.rmtree(tmp_path / "raw", ignore_errors=True)
+        shutil.rmtree(tmp_path / "run", ignore_errors=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = __import__("json").loads(done.stdout.strip().splitlines()[-1])
+    print(f"\nprepare of a 3 h recording: {figures}")
+    assert figures["hours_kept"] > 2.5 and figures["segments_kept"] > 500
+    assert figures["peak_rss_mib"] < 1024, "peak memory must not grow with the recording's length"

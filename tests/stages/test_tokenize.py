@@ -11,7 +11,8 @@ import pytest
 
 from unitvox.config import load
 from unitvox.stages import Shard, run_stage
-from unitvox.stages.tokenize import CODEBOOK, PARTS, UNITS, assign, run_lengths
+from unitvox.layout import CODEBOOK, TOKENIZE_PARTS as PARTS, UNITS
+from unitvox.stages.tokenize import assign, run_lengths
 from unitvox.store import LocalStore
 from unitvox.units.kmeans import Codebook
 

@@ -12,7 +12,8 @@ import torch
 
 from unitvox.config import load
 from unitvox.stages import Context, run_stage
-from unitvox.stages.train import LATEST, fit
+from unitvox.layout import LATEST_CHECKPOINT as LATEST
+from unitvox.stages.train import fit
 from unitvox.store import LocalStore
 from unitvox.vocoder import checkpoint as ckpt
 
@@ -146,3 +147,20 @@ def test_lora_adaptation_starts_from_another_run_and_trains_adapters_only(tokeni
     with pytest.raises(ckpt.CheckpointMismatch, match="generator.resblock"):
         run_stage(_config(*lora, "train.generator.resblock=grouped", "train.generator.size=custom"),
                   _run(tokenized_run, tmp_path, "other"), "train")
+
+
+def test_the_speaker_encoder_is_clipped_with_the_generator(tokenized_run, tmp_path, monkeypatch):
+    from unitvox.health import norms
+
+    clipped = []
+    original = norms.clip_gradients
+
+    def recording(modules, limit):
+        clipped.append(sorted(modules))
+        return original(modules, limit)
+
+    monkeypatch.setattr(norms, "clip_gradients", recording)
+    store = _run(tokenized_run, tmp_path)
+    run_stage(_config("train.max_steps=2", "train.generator_warmup_steps=1", "train.speaker.enabled=true",
+                      "train.speaker.freeze_encoder=false"), store, "train")
+    assert ["generator", norms.SPEAKER_ENCODER] in clipped, clipped

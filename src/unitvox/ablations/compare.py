@@ -2,7 +2,7 @@
 components matter.
 
 Run: unitvox ablate --config jobs/demo.yaml --suite jobs/ablations/speaker.yaml --run ./runs/ablate-speaker --compare-only
-Writes ablations/comparison.json, ablations/report.md and ablations/curves.png under the run root.
+ablation_report.py writes it as ablations/comparison.json, report.md and curves.png under the run root.
 """
 
 from __future__ import annotations
@@ -11,20 +11,17 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from unitvox.ablations.plan import Plan
 from unitvox.ablations.suite import DECIBEL_METRICS, ComparisonSettings, Variant
+from unitvox.layout import (
+    CONFIG, EVALUATE_METRICS, HEALTH_LATEST as HEALTH, TRAINING_LOG as LOG, ablation_variant, success,
+)
 from unitvox.report import json_safe
 from unitvox.store import Store
 
-if TYPE_CHECKING:
-    from unitvox.ablations.run import Plan
-
-COMPARISON = "ablations/comparison.json"
-LOG = "train/training_log.jsonl"
-TRAIN_SUCCESS = "train/_SUCCESS.json"
-EVALUATE_METRICS = "evaluate/metrics.json"
-HEALTH = "train/health/latest.json"
+TRAIN_SUCCESS = success("train")
 # Per-utterance means from evaluate/metrics.json, reported as `evaluate/<name>`.
 EVALUATED = ("snr_db", "mcd", "unit_match", "speaker_similarity", "length_ratio")
 # Training-log series drawn in curves.png, when any variant logged them.
@@ -125,15 +122,13 @@ def evaluation_metrics(document: dict[str, Any]) -> dict[str, float]:
 
 def collect(plan: Plan, root: Store, variant: Variant) -> VariantRecord:
     """Read one variant's area: its training log, evaluation and health, if it has finished."""
-    from unitvox.ablations.run import variant_prefix
-
-    own = root.child(variant_prefix(variant.name))
+    own = root.child(ablation_variant(variant.name))
     record = VariantRecord(variant.name, dict(variant.changes), "not started")
     if not own.exists(TRAIN_SUCCESS):
         health = own.read_json(HEALTH) if own.exists(HEALTH) else {}
         if health.get("status") == "critical":
             record.status = f"stopped by the health monitor: {', '.join(health.get('reasons', []))}"
-        elif own.exists(LOG) or own.exists("config.yaml"):
+        elif own.exists(LOG) or own.exists(CONFIG):
             record.status = "training not finished"
         return record
     if own.read_json(TRAIN_SUCCESS).get("config_hash") != plan.configs[variant.name].stage_hash("train"):
@@ -249,19 +244,6 @@ def build_comparison(plan: Plan, root: Store) -> Comparison:
     comparison = Comparison(suite.name, root.uri, suite.compare, suite.baseline, records)
     comparison.best = judge(records, suite.baseline, suite.compare)
     comparison.findings = findings(comparison)
-    return comparison
-
-
-def write_comparison(plan: Plan, root: Store) -> Comparison:
-    """Build the comparison and write comparison.json, the curves and report.md under `ablations/`."""
-    from unitvox.ablations.report import CURVES_PNG, REPORT, curves_png, report_markdown
-
-    comparison = build_comparison(plan, root)
-    root.write_text(COMPARISON, json.dumps(comparison.to_json(), indent=2, allow_nan=False) + "\n")
-    png = curves_png(comparison)
-    if png is not None:
-        root.write_bytes(CURVES_PNG, png)
-    root.write_text(REPORT, report_markdown(comparison, curves=png is not None))
     return comparison
 
 

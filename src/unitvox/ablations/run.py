@@ -15,92 +15,35 @@ Layout under the run root:
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from unitvox import exitcodes
-from unitvox.ablations.report import REPORT
-from unitvox.ablations.suite import Suite, check_suite
+from unitvox.ablations.ablation_report import REPORT, write_comparison
+from unitvox.ablations.plan import Plan
 from unitvox.config import Config, ConfigError, to_yaml
-from unitvox.metrics import open_sink, run_label
-from unitvox.stages import IncompleteError, Shard, StageResult, pending, run_stage
+from unitvox.controller.local import Step, StepFailed, run_pipeline, run_step
+from unitvox.errors import IncompleteError
+from unitvox.layout import (
+    ABLATION_CONFIG as BASE_CONFIG, ABLATION_SUITE as SUITE_COPY, ABLATIONS, CONFIG, ablation_variant, success,
+)
+from unitvox.prometheus import open_sink, run_label
+from unitvox.stages import Shard, StageResult, pending, run_stage
 from unitvox.store import Store
 from unitvox.store.overlay import OverlayStore
-
-ABLATIONS = "ablations"
-BASE_CONFIG = f"{ABLATIONS}/config.yaml"
-SUITE_COPY = f"{ABLATIONS}/suite.yaml"
-# What each variant runs for itself, in order; evaluate only where the base pipeline has it.
-VARIANT_STAGES = ("train", "evaluate")
-
-
-@dataclass(frozen=True)
-class Plan:
-    """A checked ablation: the base config, the whole suite, the variants chosen to run, and every
-    variant's config (all of them, so a bad variant is refused even when `--only` leaves it out)."""
-
-    base: Config
-    suite: Suite
-    selected: tuple[str, ...]
-    configs: dict[str, Config]
-
-    @property
-    def upstream(self) -> list[str]:
-        """The stages the variants share: those before train in the base pipeline."""
-        return upstream_stages(self.base)
-
-    def variant_stages(self) -> list[str]:
-        return [stage for stage in VARIANT_STAGES if stage == "train" or stage in self.base.pipeline.stages]
-
-    def describe(self) -> list[str]:
-        """A line per selected variant: its name and what it changes."""
-        return [f"  {name}: {', '.join(self.suite.variant(name).overrides()) or 'as the base'}"
-                for name in self.selected]
-
-
-def upstream_stages(config: Config) -> list[str]:
-    stages = list(config.pipeline.stages)
-    return stages[: stages.index("train")] if "train" in stages else stages
-
-
-def variant_prefix(name: str) -> str:
-    return f"{ABLATIONS}/{name}"
-
-
-def plan_ablation(base: Config, suite: Suite, only: list[str] | None = None) -> Plan:
-    """Check the suite against the base config before anything runs.
-
-    Raises:
-        ConfigError: naming the suite file and variant, when `only` names a variant the suite does
-            not have, a variant sets a key the config does not have or a value it refuses, or a
-            variant changes a stage the variants share (their data would not be the base run's).
-    """
-    selected = suite.select(only)
-    configs = {}
-    for variant, config in zip(suite.variants, check_suite(base, suite)):
-        for stage in upstream_stages(base):
-            if config.stage_hash(stage) != base.stage_hash(stage):
-                raise ConfigError(
-                    f"{suite.uri}: variant {variant.name}: changes {stage}.*, but every variant reads the base "
-                    f"run's {stage}/; ablate {stage} with separate runs instead")
-        # The variant label keeps each variant's Prometheus series apart; it changes no stage hash.
-        metrics = dataclasses.replace(config.metrics, variant=variant.name)
-        configs[variant.name] = dataclasses.replace(config, metrics=metrics)
-    return Plan(base, suite, tuple(selected.names()), configs)
 
 
 def variant_store(root: Store, name: str, upstream: list[str]) -> Store:
     """The variant's own area under the run root, reading the shared upstream folders from the root."""
-    return OverlayStore(root.child(variant_prefix(name)), root, tuple(upstream))
+    return OverlayStore(root.child(ablation_variant(name)), root, tuple(upstream))
 
 
 def variant_finished(plan: Plan, root: Store, name: str) -> bool:
     """Whether every stage of the variant has a `_SUCCESS.json` made from its current config."""
-    own = root.child(variant_prefix(name))
+    own = root.child(ablation_variant(name))
     for stage in plan.variant_stages():
-        key = f"{stage}/_SUCCESS.json"
+        key = success(stage)
         if not own.exists(key) or own.read_json(key).get("config_hash") != plan.configs[name].stage_hash(stage):
             return False
     return True
@@ -113,7 +56,7 @@ def require_upstream(plan: Plan, root: Store) -> None:
         IncompleteError: naming the stage and the command that runs it.
     """
     for stage in plan.upstream:
-        reason = "not run yet" if not root.exists(f"{stage}/_SUCCESS.json") else pending(plan.base, root, stage)
+        reason = "not run yet" if not root.exists(success(stage)) else pending(plan.base, root, stage)
         if reason is not None:
             raise IncompleteError(
                 f"the variants share the base run's {stage} ({root.url(stage)}/), which is not finished ({reason}): "
@@ -132,7 +75,7 @@ def _write_variant_config(plan: Plan, root: Store, name: str) -> None:
     rerun = (f"unitvox ablate --config {root.url(BASE_CONFIG)} --suite {root.url(SUITE_COPY)} --run {root.uri} "
              f"--only {name}")
     header = f"# Variant {name} of ablation suite {plan.suite.name}, written by unitvox ablate. Rerun:\n#   {rerun}\n"
-    root.write_text(f"{variant_prefix(name)}/config.yaml", to_yaml(plan.configs[name], header))
+    root.write_text(f"{ablation_variant(name)}/{CONFIG}", to_yaml(plan.configs[name], header))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,8 +128,6 @@ def run_variant(plan: Plan, root: Store, index: int, count: int | None = None, *
         _write_variant_config(plan, root, name)  # a stage writes its own config.yaml, with a generic header
     outcome = VariantOutcome(name, results)
     if all(variant_finished(plan, root, other) for other in plan.suite.names()):
-        from unitvox.ablations.compare import write_comparison
-
         write_comparison(plan, root)
         outcome.compared = True
     return outcome
@@ -198,7 +139,7 @@ def _restart(config: Config, store: Store, stage: str) -> bool:
     Resuming would load the old run's final checkpoint, stop at once (max_steps is reached) and
     report the old variant's results as the new one's.
     """
-    if stage != "train" or not store.exists("train/_SUCCESS.json"):
+    if stage != "train" or not store.exists(success("train")):
         return False
     return pending(config, store, stage) == "config changed"
 
@@ -230,7 +171,6 @@ def run_suite(plan: Plan, root: Store, *, force: bool = False, echo: Callable[[s
     Raises:
         StepFailed: a shared stage failed, so no variant could run.
     """
-    from unitvox.controller.local import Step, StepFailed, run_pipeline, run_step
 
     record_inputs(plan, root)
     run_pipeline(plan.base, root, config_uri=root.url(BASE_CONFIG), stages=plan.upstream, echo=echo)
@@ -254,6 +194,4 @@ def run_suite(plan: Plan, root: Store, *, force: bool = False, echo: Callable[[s
 
 def compare_only(plan: Plan, root: Store) -> SuiteOutcome:
     """The comparison of whatever variants have finished; the rest are listed as missing."""
-    from unitvox.ablations.compare import write_comparison
-
     return SuiteOutcome(write_comparison(plan, root).findings, root.url(REPORT))

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from unitvox.config import Config, ConfigError, apply_overrides, expand_generator_preset, from_dict
+from unitvox.store import read_uri_text
 
 _VARIANT_NAME = re.compile(r"^[a-z0-9]([a-z0-9_]{0,38}[a-z0-9])?$")
 # What the comparison may judge, and which way is better; a log's `loss/*` terms are reported, not judged.
@@ -156,8 +157,6 @@ def _comparison_settings(raw: Any, uri: str) -> ComparisonSettings:
 
 
 def load_suite(uri: str) -> Suite:
-    from unitvox.store import read_uri_text
-
     try:
         return parse_suite(read_uri_text(uri), uri)
     except FileNotFoundError:

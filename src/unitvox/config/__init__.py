@@ -21,12 +21,16 @@ from unitvox.config.common import ConfigError, require
 from unitvox.config.data import (
     BpeConfig, ChecksConfig, FeaturesConfig, KMeansConfig, PipelineConfig, PrepareConfig, SplitConfig, TokenizeConfig,
 )
-from unitvox.config.vocoder import (
-    GENERATOR_SIZES, RESIDUAL_BLOCKS, DiscriminatorConfig, GeneratorConfig, LoraConfig, LossWeights,
-    EarlyStoppingConfig, EvaluateConfig, GatesConfig, MelSpectrogramConfig, SamplesConfig, SpeakerConfig, TrainConfig, expand_generator_preset, generator_preset,
-)
 from unitvox.config.diagnose import DiagnoseConfig
+from unitvox.config.evaluate import EvaluateConfig, GatesConfig
 from unitvox.config.metrics import MetricsConfig
+from unitvox.config.samples import SamplesConfig
+from unitvox.config.train import (
+    GENERATOR_SIZES, RESIDUAL_BLOCKS, TERM_METRICS, DiscriminatorConfig, EarlyStoppingConfig, GeneratorConfig,
+    LoraConfig, LossWeights, MelSpectrogramConfig, SpeakerConfig, TrainConfig, expand_generator_preset,
+    generator_preset,
+)
+from unitvox.store import read_uri_text
 
 
 @dataclass
@@ -151,8 +155,6 @@ def merge(base: dict, overlay: dict) -> dict:
 
 def load_raw(uri: str, _seen: tuple[str, ...] = ()) -> dict:
     """Read a YAML config and the files it includes (`include:` a path or a list, relative to it)."""
-    from unitvox.store import read_uri_text
-
     if uri in _seen:
         raise ConfigError(f"include: {uri} includes itself through {' -> '.join(_seen)}")
     try:

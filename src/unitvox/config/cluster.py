@@ -12,9 +12,11 @@ from unitvox.config.common import require
 
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 TOLERATION_OPERATORS = ("Exists", "Equal")
 TOLERATION_EFFECTS = ("", "NoSchedule", "PreferNoSchedule", "NoExecute")
-TRAINING_LAUNCHERS = ("job", "pytorchjob")
+TRAINING_LAUNCHERS = ("job", "pytorchjob", "trainjob")
+RUNTIME_KINDS = ("ClusterTrainingRuntime", "TrainingRuntime")
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 
 
@@ -91,22 +93,33 @@ class TrainingConfig:
     """Distributed training: `nodes` pods of `resources.train.gpus` GPUs each, rendezvous at pod 0.
 
     `launcher: job` renders an Indexed Job with a headless Service; `pytorchjob` renders a Kubeflow
-    PyTorchJob for clusters that run the training operator.
+    PyTorchJob for clusters that run the training operator; `trainjob` renders a Kubeflow Trainer v2
+    TrainJob that references `runtime` (a `runtime_kind`: ClusterTrainingRuntime or TrainingRuntime).
     """
 
     nodes: int = 1
     launcher: str = "job"
     rendezvous_port: int = 29500
+    runtime: str = "unitvox-torch"
+    runtime_kind: str = "TrainingRuntime"
 
     def check(self, key: str) -> None:
         require(self.nodes >= 1, f"{key}.nodes", "must be at least 1")
         require(self.launcher in TRAINING_LAUNCHERS, f"{key}.launcher", f"choose one of {TRAINING_LAUNCHERS}")
         require(1024 <= self.rendezvous_port <= 65535, f"{key}.rendezvous_port", "must be a port in 1024..65535")
+        require(bool(_DNS_SUBDOMAIN.match(self.runtime)), f"{key}.runtime", f"not a Kubernetes name: {self.runtime!r}")
+        require(self.runtime_kind in RUNTIME_KINDS, f"{key}.runtime_kind", f"choose one of {RUNTIME_KINDS}")
 
 
 @dataclass
 class ClusterConfig:
-    """The Kubernetes side of a run; none of it changes what a stage computes."""
+    """The Kubernetes side of a run; none of it changes what a stage computes.
+
+    `queue` names a Kueue LocalQueue: every Job is then created suspended and labelled
+    `kueue.x-k8s.io/queue-name`, and runs once Kueue admits it. `priority_class` is the pods'
+    PriorityClass without a queue, and the Kueue WorkloadPriorityClass (label
+    `kueue.x-k8s.io/priority-class`) with one.
+    """
 
     namespace: str = "unitvox"
     image: str = ""
@@ -116,6 +129,7 @@ class ClusterConfig:
     controller_service_account: str = "unitvox-controller"
     s3_secret: str = "unitvox-s3"
     settings_config_map: str = "unitvox-settings"
+    queue: str = ""
     priority_class: str = ""
     ttl_seconds_after_finished: int = 7 * 24 * 3600
     termination_grace_seconds: int = 300
@@ -131,6 +145,9 @@ class ClusterConfig:
         for name in ("namespace", "service_account", "controller_service_account", "s3_secret"):
             value = getattr(self, name)
             require(bool(_DNS_LABEL.match(value)), f"{key}.{name}", f"not a Kubernetes name: {value!r}")
+        for name in ("queue", "priority_class"):
+            value = getattr(self, name)
+            require(not value or bool(_DNS_SUBDOMAIN.match(value)), f"{key}.{name}", f"not a Kubernetes name: {value!r}")
         require(self.image_pull_policy in PULL_POLICIES, f"{key}.image_pull_policy", f"choose one of {PULL_POLICIES}")
         require(self.ttl_seconds_after_finished >= 0, f"{key}.ttl_seconds_after_finished", "must not be negative")
         require(self.termination_grace_seconds >= 30, f"{key}.termination_grace_seconds",

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from unitvox.errors import ConfigError
 
-class ConfigError(ValueError):
-    """A config that cannot run; the message names the dotted key at fault."""
+__all__ = ["ConfigError", "require"]
 
 
 def require(condition: bool, key: str, message: str) -> None:

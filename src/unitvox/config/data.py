@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from unitvox.config.common import ConfigError, require as _require
+from unitvox.layout import STAGE_NAMES
+# Extractor names are checked against the registry itself; units.features imports numpy, never torch, at load.
+from unitvox.units.features import EXTRACTORS
 
 
 @dataclass
@@ -56,7 +60,7 @@ class PrepareConfig:
     """
 
     input: str = ""
-    extensions: list[str] = field(default_factory=lambda: ["wav", "flac", "ogg", "mp3"])
+    extensions: list[str] = field(default_factory=lambda: ["wav", "flac", "ogg", "opus", "mp3", "aiff", "aif"])
     sample_rate: int = 16000
     speaker_pattern: str = r"^(?P<speaker>[^/]+)/"
     split: SplitConfig = field(default_factory=SplitConfig)
@@ -67,8 +71,6 @@ class PrepareConfig:
     EXECUTION_KEYS = ("shards",)
 
     def check(self, key: str) -> None:
-        import re
-
         _require(self.sample_rate >= 8000, f"{key}.sample_rate", f"must be at least 8000, got {self.sample_rate}")
         _require(bool(self.extensions), f"{key}.extensions", "must list at least one extension")
         _require(self.shards >= 1, f"{key}.shards", f"must be at least 1, got {self.shards}")
@@ -100,8 +102,6 @@ class FeaturesConfig:
     EXECUTION_KEYS = ("device",)
 
     def check(self, key: str) -> None:
-        from unitvox.units.features import EXTRACTORS
-
         _require(
             self.extractor in EXTRACTORS,
             f"{key}.extractor",
@@ -176,14 +176,13 @@ class BpeConfig:
 class PipelineConfig:
     """How the local runner executes stages."""
 
-    stages: list[str] = field(default_factory=lambda: ["prepare", "tokenize", "bpe", "train", "evaluate", "samples"])
+    stages: list[str] = field(default_factory=lambda: list(STAGE_NAMES))
     workers: int = 0
 
     EXECUTION_KEYS = ("stages", "workers")
 
     def check(self, key: str) -> None:
-        from unitvox.stages import STAGES
-
         for index, stage in enumerate(self.stages):
-            _require(stage in STAGES, f"{key}.stages[{index}]", f"unknown stage {stage!r}; known: {list(STAGES)}")
+            _require(stage in STAGE_NAMES, f"{key}.stages[{index}]",
+                     f"unknown stage {stage!r}; known: {list(STAGE_NAMES)}")
         _require(self.workers >= 0, f"{key}.workers", "must not be negative (0 means one per core)")

@@ -12,15 +12,19 @@ from unitvox.config.common import require
 
 # Label values must stay few and short; a variant name is a slug like `no_gan` or `segment-2s`.
 VARIANT_PATTERN = r"[a-z0-9][a-z0-9_-]{0,39}"
+LOOPBACK = "127.0.0.1"
+ALL_INTERFACES = "0.0.0.0"
 
 
 @dataclass
 class MetricsConfig:
-    """How a stage exports its figures (`unitvox.metrics.open_sink` reads this).
+    """How a stage exports its figures (`unitvox.prometheus.open_sink` reads this).
 
     Attributes:
         port: where training rank 0 serves `/metrics` (0 turns it off).
-        address: the interface it listens on (0.0.0.0 in a pod; 127.0.0.1 keeps it on this machine).
+        address: the interface it listens on: 127.0.0.1 (the default) keeps it on this machine;
+            0.0.0.0 listens on every interface. Rendered pods listen on 0.0.0.0 for Prometheus to
+            scrape them unless this names another interface.
         pushgateway: a URL such as http://pushgateway.monitoring:9091 that short stages (prepare,
             tokenize, bpe, evaluate, samples) push their progress and results to (empty: none).
         push_interval_seconds: how often a running short stage pushes its progress; it always
@@ -32,7 +36,7 @@ class MetricsConfig:
     """
 
     port: int = 9400
-    address: str = "0.0.0.0"
+    address: str = LOOPBACK
     pushgateway: str = ""
     push_interval_seconds: float = 30.0
     variant: str = "base"

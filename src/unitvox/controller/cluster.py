@@ -31,7 +31,8 @@ _TYPED_KINDS = {
     "ConfigMap": (client.CoreV1Api, "namespaced_config_map"),
 }
 # kind -> (group, version, plural) for custom resources, served through CustomObjectsApi.
-_CUSTOM_KINDS = {"PyTorchJob": ("kubeflow.org", "v1", "pytorchjobs")}
+_CUSTOM_KINDS = {"PyTorchJob": ("kubeflow.org", "v1", "pytorchjobs"),
+                 "TrainJob": ("trainer.kubeflow.org", "v1alpha1", "trainjobs")}
 KINDS = (*_TYPED_KINDS, *_CUSTOM_KINDS)
 
 
@@ -96,6 +97,10 @@ class Cluster(Protocol):
         """The names of the objects of `kind` matching a label selector."""
         ...
 
+    def objects(self, kind: str, label_selector: str) -> list[dict[str, Any]]:
+        """The objects of `kind` matching a label selector, as the API returns them."""
+        ...
+
 
 class KubeCluster:
     """`Cluster` over the official Kubernetes client, in one namespace.
@@ -153,7 +158,7 @@ class KubeCluster:
         self._api.close()
 
     def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        """Create a Job, Service, ConfigMap or PyTorchJob from its manifest; returns it as stored.
+        """Create a Job, Service, ConfigMap, PyTorchJob or TrainJob from its manifest; returns it as stored.
 
         Raises:
             ValueError: The kind is not one of `KINDS`, or the manifest does not fit the client's schema.
@@ -226,10 +231,14 @@ class KubeCluster:
 
     def names(self, kind: str, label_selector: str) -> list[str]:
         """The names of the objects of `kind` matching a label selector."""
+        return [item["metadata"]["name"] for item in self.objects(kind, label_selector)]
+
+    def objects(self, kind: str, label_selector: str) -> list[dict[str, Any]]:
+        """The objects of `kind` matching a label selector, as the API returns them."""
         self._check(kind)
         method, where = self._target(kind, "list")
         listing = self._json(f"list {kind}", method, namespace=self.namespace, label_selector=label_selector, **where)
-        return [item["metadata"]["name"] for item in listing.get("items") or []]
+        return list(listing.get("items") or [])
 
     def events(self, object_name: str) -> list[str]:
         """See `Cluster.events`."""

@@ -65,7 +65,10 @@ def _target(parser: argparse.ArgumentParser) -> None:
 
 def _render_arguments(parser: argparse.ArgumentParser) -> None:
     _target(parser)
-    parser.add_argument("--detach", action="store_true", help="render the in-cluster controller Job instead")
+    parser.add_argument("--detach", action="store_true", help="render the in-cluster controller Job instead "
+                        "(the default for a pipeline when cluster.queue is set)")
+    parser.add_argument("--all-jobs", action="store_true",
+                        help="with cluster.queue: every Job of the pipeline (suspended, queued) instead of the controller")
 
 
 def _submit_arguments(parser: argparse.ArgumentParser) -> None:
@@ -124,7 +127,7 @@ def _stages(args: argparse.Namespace, config: Any) -> list[str]:
 
 
 def _upstream_of_ablation(config: Any) -> list[str]:
-    from unitvox.ablations.run import upstream_stages
+    from unitvox.ablations.plan import upstream_stages
 
     return upstream_stages(config)
 
@@ -135,8 +138,11 @@ def _render(args: argparse.Namespace) -> int:
     )
 
     target = _load_target(args, wait_for_inputs=True)
+    # Kueue admits Jobs as quota allows, not as inputs appear: applied all at once, a later stage could be
+    # admitted first and hold GPUs while it waits. With a queue the controller feeds it stage by stage.
+    queued_pipeline = bool(target.config.cluster.queue) and not (args.all_jobs or args.diagnose)
     try:
-        if args.detach:
+        if args.detach or queued_pipeline:
             objects = render_driver(target, _passed_options(args))
         elif args.diagnose:
             objects = render_diagnoses(target, _diagnoses(args))
@@ -222,23 +228,40 @@ def _passed_options(args: argparse.Namespace) -> list[str]:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from unitvox.metrics import run_label
+    from datetime import datetime, timezone
+
+    from unitvox.controller.objects import JobStatus
+    from unitvox.prometheus import run_label
 
     cluster = _connect(args, _optional_config(args))
-    jobs = cluster.jobs(f"unitvox.dev/run={run_label(args.run)}")
+    selector = f"unitvox.dev/run={run_label(args.run)}"
+    jobs = cluster.jobs(selector)
+    jobs += [JobStatus.from_workload(obj) for kind in ("PyTorchJob", "TrainJob") for obj in cluster.objects(kind, selector)]
     if not jobs:
         print(f"no Jobs for {args.run} in namespace {cluster.namespace}")
-    print(f"{'stage':<10} {'phase':<8} {'done':>6} {'running':>8} {'failed':>7}  {'state':<9} job")
-    for job in sorted(jobs, key=lambda j: j.created or 0):
+    now = datetime.now(timezone.utc)
+    # state: queued (suspended until Kueue admits it), admitted, running, complete or failed;
+    # waited: from creation to admission, or so far while queued.
+    print(f"{'stage':<10} {'phase':<8} {'done':>6} {'running':>8} {'failed':>7}  {'state':<9} {'waited':>7}  job")
+    for job in sorted(jobs, key=lambda j: j.created or now):
         labels = job.labels
-        state = job.finished or ("running" if job.active else "pending")
+        waited = job.waited(now)
         print(f"{labels.get('unitvox.dev/stage', '?'):<10} {labels.get('unitvox.dev/phase', ''):<8} "
-              f"{job.succeeded:>3}/{job.completions or 1:<2} {job.active:>8} {job.failed:>7}  {state:<9} {job.name}")
+              f"{job.succeeded:>3}/{job.completions or 1:<2} {job.active:>8} {job.failed:>7}  {job.state:<9} "
+              f"{_duration(waited):>7}  {job.name}")
     return exitcodes.FAILED if any(job.finished == "Failed" for job in jobs) else exitcodes.DONE
 
 
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    return f"{seconds / 60:.0f}m" if seconds < 7200 else f"{seconds / 3600:.1f}h"
+
+
 def _logs(args: argparse.Namespace) -> int:
-    from unitvox.metrics import run_label
+    from unitvox.prometheus import run_label
 
     cluster = _connect(args, _optional_config(args))
     selector = f"unitvox.dev/run={run_label(args.run)},unitvox.dev/stage={args.stage}"
@@ -255,18 +278,20 @@ def _logs(args: argparse.Namespace) -> int:
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    from unitvox.metrics import run_label
+    from unitvox.prometheus import run_label
 
     cluster = _connect(args, _optional_config(args))
     run = run_label(args.run)
     # The in-cluster controller goes first, so it cannot create the next stage's Jobs meanwhile.
     jobs = sorted(cluster.jobs(f"unitvox.dev/run={run}"), key=lambda j: j.labels.get("unitvox.dev/stage") != "controller")
+    # Queued Jobs too: a suspended Job still holds its place in a Kueue queue.
     for job in jobs:
         if cluster.delete("Job", job.name):
-            print(f"deleted Job {job.name}")
-    for name in cluster.names("PyTorchJob", f"unitvox.dev/run={run}"):
-        if cluster.delete("PyTorchJob", name):
-            print(f"deleted PyTorchJob {name}")
+            print(f"deleted Job {job.name}" + (" (queued)" if job.suspended else ""))
+    for kind in ("PyTorchJob", "TrainJob"):
+        for name in cluster.names(kind, f"unitvox.dev/run={run}"):
+            if cluster.delete(kind, name):
+                print(f"deleted {kind} {name}")
     print(f"cancelled {len(jobs)} Jobs of {args.run}; what they wrote stays in the run, and a resubmission resumes")
     return exitcodes.DONE
 

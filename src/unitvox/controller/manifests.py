@@ -21,6 +21,8 @@ RUN_AS = 10001  # the image's non-root user
 LABEL_PREFIX = "unitvox.dev"
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 WAIT_FOR_INPUTS_ENV = exitcodes.WAIT_FOR_INPUTS_ENV
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 
 
@@ -64,6 +66,18 @@ def labels(*, run: str, stage: str, phase: str = "", variant: str = "base", conf
         if not _LABEL_VALUE.match(value):
             raise ValueError(f"label {key}={value!r} is not a valid Kubernetes label value")
     return result
+
+
+def queue_labels(cluster: ClusterConfig) -> dict[str, str]:
+    """Kueue's labels for a workload of `cluster.queue` (none without a queue)."""
+    if not cluster.queue:
+        return {}
+    return drop_none(**{QUEUE_LABEL: cluster.queue, PRIORITY_LABEL: cluster.priority_class or None})
+
+
+def queued_metadata(cluster: ClusterConfig, *, name: str, object_labels: dict[str, str]) -> dict[str, Any]:
+    """The metadata of a workload object (Job, PyTorchJob, TrainJob): its labels plus Kueue's."""
+    return {"name": name, "namespace": cluster.namespace, "labels": {**object_labels, **queue_labels(cluster)}}
 
 
 @dataclass(frozen=True)
@@ -153,7 +167,8 @@ def pod_template(cluster: ClusterConfig, image: str, spec: PodSpec, pod_labels: 
         automountServiceAccountToken=spec.automount_token,
         enableServiceLinks=False,
         terminationGracePeriodSeconds=cluster.termination_grace_seconds,
-        priorityClassName=cluster.priority_class or None,
+        # With a queue the priority is Kueue's WorkloadPriorityClass (a label on the Job), not the pods'.
+        priorityClassName=(cluster.priority_class or None) if not cluster.queue else None,
         subdomain=spec.subdomain,
         nodeSelector=dict(resources.node_selector) or None,
         tolerations=[_toleration(t) for t in resources.tolerations] or None,
@@ -186,11 +201,12 @@ def _toleration(toleration: Any) -> dict[str, Any]:
 
 
 def job(cluster: ClusterConfig, image: str, spec: PodSpec, *, name: str, job_labels: dict[str, str],
-        completions: int | None = None, per_index_retries: bool = True) -> dict[str, Any]:
+        completions: int | None = None, per_index_retries: bool = True, queued: bool = True) -> dict[str, Any]:
     """A batch/v1 Job; `completions` makes it an Indexed Job with one pod per index.
 
     Preemptions and node drains (the DisruptionTarget condition) do not count as failures; a
-    permanent exit code fails the whole Job at once instead of retrying it.
+    permanent exit code fails the whole Job at once instead of retrying it. With `cluster.queue`
+    (and `queued`), the Job is created suspended and labelled for Kueue, which unsuspends it on admission.
     """
     if completions is not None and completions < 1:
         raise ValueError(f"an Indexed Job needs at least one completion, got {completions}")
@@ -204,6 +220,7 @@ def job(cluster: ClusterConfig, image: str, spec: PodSpec, *, name: str, job_lab
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
         ]},
         template=pod_template(cluster, image, spec, job_labels),
+        suspend=True if queued and cluster.queue else None,
     )
     if completions is None:
         body["backoffLimit"] = cluster.backoff_limit
@@ -213,12 +230,9 @@ def job(cluster: ClusterConfig, image: str, spec: PodSpec, *, name: str, job_lab
             body.update(backoffLimitPerIndex=cluster.backoff_limit, maxFailedIndexes=cluster.max_failed_indexes)
         else:
             body["backoffLimit"] = cluster.backoff_limit
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": name, "namespace": cluster.namespace, "labels": dict(job_labels)},
-        "spec": body,
-    }
+    metadata = queued_metadata(cluster, name=name, object_labels=job_labels) if queued else {
+        "name": name, "namespace": cluster.namespace, "labels": dict(job_labels)}
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": body}
 
 
 def config_map(cluster: ClusterConfig, *, name: str, files: dict[str, str], map_labels: dict[str, str]) -> dict[str, Any]:

@@ -25,11 +25,16 @@ class Condition:
 
 @dataclass(frozen=True)
 class JobStatus:
-    """What the controller needs to know about a batch/v1 Job."""
+    """What the controller needs to know about a batch/v1 Job (or a PyTorchJob or TrainJob, `kind`).
+
+    `suspended` is the Job's `spec.suspend`: a Job of a Kueue queue is created suspended and
+    unsuspended when Kueue admits it, and the Job controller then sets `started` (`status.startTime`).
+    """
 
     name: str
     labels: dict[str, str] = field(default_factory=dict)
     active: int = 0
+    ready: int = 0
     succeeded: int = 0
     failed: int = 0
     completions: int | None = None
@@ -37,6 +42,9 @@ class JobStatus:
     failed_indexes: str | None = None
     completed_indexes: str | None = None
     created: datetime | None = None
+    suspended: bool = False
+    started: datetime | None = None
+    kind: str = "Job"
 
     @property
     def finished(self) -> str | None:
@@ -48,6 +56,22 @@ class JobStatus:
         done = (c.type for c in self.conditions if c.type in ("Complete", "Failed") and c.status == "True")
         return next(done, None)
 
+    @property
+    def state(self) -> str:
+        """queued (suspended, waiting for Kueue), admitted (pods not ready yet), running, complete or failed."""
+        if self.finished:
+            return self.finished.lower()
+        if self.suspended:
+            return "queued"
+        return "running" if self.ready or (self.active and self.kind != "Job") else "admitted"
+
+    def waited(self, now: datetime) -> float | None:
+        """Seconds from creation to admission (to `now` while still queued); None when unknown."""
+        if self.created is None:
+            return None
+        end = now if self.suspended else self.started
+        return max(0.0, (end - self.created).total_seconds()) if end else None
+
     @classmethod
     def from_dict(cls, job: dict[str, Any]) -> JobStatus:
         """Read a Job as the API returns it (camelCase JSON)."""
@@ -58,12 +82,34 @@ class JobStatus:
             active=status.get("active") or 0,
             succeeded=status.get("succeeded") or 0,
             failed=status.get("failed") or 0,
+            ready=status.get("ready") or 0,
             completions=spec.get("completions"),
             conditions=_conditions(status),
             failed_indexes=status.get("failedIndexes"),
             completed_indexes=status.get("completedIndexes"),
             created=parse_time(metadata.get("creationTimestamp")),
+            suspended=bool(spec.get("suspend")),
+            started=parse_time(status.get("startTime")),
         )
+
+    @classmethod
+    def from_workload(cls, obj: dict[str, Any]) -> JobStatus:
+        """Read a PyTorchJob or TrainJob: its suspension and its conditions, spelt as for a Job.
+
+        A PyTorchJob says Succeeded where a Job says Complete; a TrainJob says Complete. Both say
+        Suspended while suspended and Running (PyTorchJob) or nothing more (TrainJob) once resumed.
+        """
+        metadata, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
+        suspended = spec.get("suspend", (spec.get("runPolicy") or {}).get("suspend"))
+        renamed = {"Succeeded": "Complete"}
+        conditions = tuple(Condition(renamed.get(c.type, c.type), c.status, c.reason, c.message, c.last_transition)
+                           for c in _conditions(status))
+        resumed = next((c.last_transition for c in conditions if c.type == "Suspended" and c.status == "False"), None)
+        running = any(c.type == "Running" and c.status == "True" for c in conditions)
+        return cls(name=metadata.get("name", ""), labels=dict(metadata.get("labels") or {}), active=int(running),
+                   conditions=conditions, created=parse_time(metadata.get("creationTimestamp")),
+                   suspended=bool(suspended), started=resumed or parse_time(status.get("startTime")),
+                   kind=obj.get("kind", ""))
 
 
 @dataclass(frozen=True)

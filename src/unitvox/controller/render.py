@@ -9,7 +9,7 @@ resolved config travels in a ConfigMap mounted at /etc/unitvox, so no local file
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
@@ -17,9 +17,11 @@ import yaml
 
 from unitvox.ablations.suite import Suite
 from unitvox.config import Config, to_yaml
+from unitvox.config.metrics import ALL_INTERFACES, LOOPBACK
+from unitvox.controller import kubeflow
 from unitvox.controller import manifests as m
 from unitvox.controller.local import Step, plan
-from unitvox.metrics import run_label
+from unitvox.prometheus import run_label
 
 CONFIG_FILE = f"{m.CONFIG_DIR}/config.yaml"
 SUITE_FILE = f"{m.CONFIG_DIR}/suite.yaml"
@@ -53,7 +55,10 @@ class Target:
 
     @cached_property  # every rendered object names the config map, whose name hashes this text
     def config_text(self) -> str:
-        return to_yaml(self.config, "# The resolved config of this run, rendered by unitvox k8s\n")
+        config = self.config
+        if config.metrics.address == LOOPBACK:  # a laptop's default; Prometheus scrapes pods from outside
+            config = replace(config, metrics=replace(config.metrics, address=ALL_INTERFACES))
+        return to_yaml(config, "# The resolved config of this run, rendered by unitvox k8s\n")
 
     @property
     def config_map_name(self) -> str:
@@ -117,7 +122,7 @@ def _wait_env(target: Target) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Training: DDP over the pods of an Indexed Job, or a Kubeflow PyTorchJob
+# Training: DDP over the pods of an Indexed Job, or a Kubeflow PyTorchJob or TrainJob (kubeflow.py)
 
 
 def render_training(target: Target) -> list[dict[str, Any]]:
@@ -127,7 +132,9 @@ def render_training(target: Target) -> list[dict[str, Any]]:
     name = job_name(target, "train", step.phase)
     job_labels = m.labels(run=target.run, stage="train", phase=step.phase, config_hash=config.stage_hash("train"))
     if cluster.training.launcher == "pytorchjob":
-        return [_pytorch_job(target, step, name, job_labels)]
+        return [kubeflow.pytorch_job(target, step, name, job_labels, _wait_env(target))]
+    if cluster.training.launcher == "trainjob":
+        return [kubeflow.train_job(target, step, name, job_labels, _wait_env(target))]
     nodes, gpus = cluster.training.nodes, cluster.resources.train.gpus
     service = m.object_name("uvx-rdzv", target.run[:14], unique=name)
     command, args, field_env = _train_command(step, nodes, gpus, f"{name}-0.{service}", cluster.training.rendezvous_port)
@@ -147,8 +154,6 @@ def _train_command(step: Step, nodes: int, gpus: int, master: str, port: int):
     """`unitvox train ...` for one process; `torchrun ... -m unitvox train ...` for several."""
     if nodes * max(gpus, 1) == 1:
         return (m.TINI, "--", step.argv[0]), step.argv[1:], {}
-    # torchrun's own parser reads --run as its --run-path, hence --run-root.
-    argv = tuple("--run-root" if part == "--run" else part for part in step.argv[1:])
     launcher = [f"--nproc-per-node={max(gpus, 1)}"]
     field_env = {}
     if nodes == 1:
@@ -156,38 +161,7 @@ def _train_command(step: Step, nodes: int, gpus: int, master: str, port: int):
     else:
         launcher += [f"--nnodes={nodes}", "--node-rank=$(NODE_RANK)", f"--master-addr={master}", f"--master-port={port}"]
         field_env["NODE_RANK"] = f"metadata.annotations['{m.INDEX_ANNOTATION}']"
-    return (m.TINI, "--", "torchrun"), (*launcher, "-m", "unitvox", *argv), field_env
-
-
-def _pytorch_job(target: Target, step: Step, name: str, job_labels: dict[str, str]) -> dict[str, Any]:
-    """A Kubeflow PyTorchJob: the operator sets the rendezvous (PET_*) variables torchrun reads."""
-    config = target.config
-    cluster = config.cluster
-    gpus = max(cluster.resources.train.gpus, 1)
-    argv = tuple("--run-root" if part == "--run" else part for part in step.argv[1:])
-    spec = m.PodSpec(command=(m.TINI, "--", "torchrun"), args=("-m", "unitvox", *argv),
-                     resources=cluster.resources.train, config_map=target.config_map_name,
-                     metrics_port=config.metrics.port, env=_wait_env(target), container="pytorch")
-    # ExitCode: codes 1-127 (bad config 2, a bug) are permanent, 128+ (SIGTERM, SIGKILL) are retried.
-    template = m.pod_template(cluster, target.image, spec, job_labels, restart_policy="OnFailure")
-    replicas = {"Master": {"replicas": 1, "restartPolicy": "ExitCode", "template": template}}
-    if cluster.training.nodes > 1:
-        replicas["Worker"] = {"replicas": cluster.training.nodes - 1, "restartPolicy": "ExitCode", "template": template}
-    return {
-        "apiVersion": "kubeflow.org/v1",
-        "kind": "PyTorchJob",
-        "metadata": {"name": name, "namespace": cluster.namespace, "labels": dict(job_labels)},
-        "spec": {
-            "nprocPerNode": str(gpus),
-            "runPolicy": {
-                "backoffLimit": cluster.backoff_limit,
-                "ttlSecondsAfterFinished": cluster.ttl_seconds_after_finished,
-                "activeDeadlineSeconds": cluster.resources.train.deadline_seconds,
-                "cleanPodPolicy": "None",
-            },
-            "pytorchReplicaSpecs": replicas,
-        },
-    }
+    return (m.TINI, "--", "torchrun"), (*launcher, *kubeflow.torchrun_argv(step)), field_env
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,7 +222,8 @@ def render_driver(target: Target, submit_args: list[str]) -> list[dict[str, Any]
                      automount_token=True)
     job_labels = m.labels(run=target.run, stage="controller", config_hash=m.short_hash(target.config_text, length=12))
     name = m.object_name("uvx-controller", target.run[:14], unique=target.run_uri + " ".join(args) + target.config_text)
-    driver = m.job(cluster, target.image, spec, name=name, job_labels=job_labels)
+    # Not queued: it holds no GPU, and it is what puts the stages' Jobs into the queue one after another.
+    driver = m.job(cluster, target.image, spec, name=name, job_labels=job_labels, queued=False)
     driver["spec"]["backoffLimit"] = 1  # the controller adopts what it already created, so one retry is safe
     return [render_config_map(target), driver]
 

@@ -17,11 +17,14 @@ from datetime import datetime, timezone
 from typing import Any
 
 from unitvox import exitcodes
+from unitvox.controller import manifests as m
 from unitvox.controller.cluster import AlreadyExists, Cluster, JobStatus, PodStatus
+from unitvox.controller.kubeflow import JOBSET_NAME_LABEL
 from unitvox.controller.render import Target, render_ablation, render_config_map, render_diagnoses, render_stage
 from unitvox.stages import pending
 from unitvox.store import Store
 
+WORKLOAD_KINDS = ("Job", "PyTorchJob", "TrainJob")
 IMAGE_ERRORS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
 START_ERRORS = ("CreateContainerConfigError", "CreateContainerError", "RunContainerError")
 LOG_LINES = 20
@@ -44,14 +47,20 @@ class StageOutcome:
     jobs: list[str] = field(default_factory=list)
 
 
-def pod_problem(pod: PodStatus, now: datetime, unschedulable_timeout: float) -> str | None:
-    """Why a pod will never run by itself (a bad image, a missing Secret, no node for it), or None."""
+def pod_problem(pod: PodStatus, now: datetime, unschedulable_timeout: float,
+                admitted: datetime | None = None) -> str | None:
+    """Why a pod will never run by itself (a bad image, a missing Secret, no node for it), or None.
+
+    An unschedulable pod's wait counts from `admitted` at the earliest: time a Job spent queued for
+    Kueue's admission is not time the scheduler failed to place it.
+    """
     if pod.waiting_reason in IMAGE_ERRORS:
         return f"pod {pod.name}: image pull error {pod.waiting_reason}: {pod.waiting_message or 'no message'}"
     if pod.waiting_reason in START_ERRORS:
         return f"pod {pod.name}: cannot start its container, {pod.waiting_reason}: {pod.waiting_message or 'no message'}"
     if pod.unschedulable_since is not None:
-        waited = (now - pod.unschedulable_since).total_seconds()
+        since = max(pod.unschedulable_since, admitted) if admitted else pod.unschedulable_since
+        waited = (now - since).total_seconds()
         if waited > unschedulable_timeout:
             return (f"pod {pod.name}: unschedulable for {waited:.0f} s (over cluster.unschedulable_timeout_seconds="
                     f"{unschedulable_timeout:g}): {pod.unschedulable_message or 'no message'}")
@@ -103,7 +112,7 @@ class Controller:
             return StageOutcome(stage, "skipped", "up to date")
         self.echo(f"[{stage}] submitting ({reason})")
         objects = render_stage(self.target, stage)
-        jobs = [obj for obj in objects if obj["kind"] in ("Job", "PyTorchJob")]
+        jobs = [obj for obj in objects if obj["kind"] in WORKLOAD_KINDS]
         if self.target.force or self._final_job_is_stale(jobs[-1]):
             for job in jobs:
                 self._delete(job)
@@ -161,13 +170,14 @@ class Controller:
         if deleted:
             self.echo(f"  {name}: {finished.lower()} earlier; deleting it to run again")
             self._delete(job)
-        elif self.cluster.get(job["kind"], name) is not None:
-            self.echo(f"  {name}: adopted (running)")
+        elif (status := self._status(job)) is not None:
+            self.echo(f"  {name}: adopted ({'queued' if status.suspended else 'running'})")
             return
         for _ in range(RECREATE_ATTEMPTS):
             try:
                 self.cluster.create(job)
-                self.echo(f"  {name}: created")
+                queue = self.cluster_config.queue
+                self.echo(f"  {name}: created" + (f", suspended in queue {queue} until Kueue admits it" if queue else ""))
                 return
             except AlreadyExists:
                 if not deleted:  # another controller created it in the meantime: follow that one
@@ -180,35 +190,49 @@ class Controller:
         if self.cluster.delete(job["kind"], job["metadata"]["name"]):
             self.echo(f"  {job['metadata']['name']}: deleted")
 
-    def _finished(self, job: dict[str, Any]) -> str | None:
+    def _status(self, job: dict[str, Any]) -> JobStatus | None:
+        """The workload's status as it is now, read the same way for Jobs, PyTorchJobs and TrainJobs."""
         name = job["metadata"]["name"]
         if job["kind"] == "Job":
-            status = self.cluster.job(name)
-            return status.finished if status else None
-        stored = self.cluster.get(job["kind"], name) or {}
-        conditions = (stored.get("status") or {}).get("conditions") or []
-        done = {"Succeeded": "Complete", "Failed": "Failed"}
-        return next((done[c["type"]] for c in conditions if c.get("type") in done and c.get("status") == "True"), None)
+            return self.cluster.job(name)
+        stored = self.cluster.get(job["kind"], name)
+        return JobStatus.from_workload(stored) if stored is not None else None
+
+    def _finished(self, job: dict[str, Any]) -> str | None:
+        status = self._status(job)
+        return status.finished if status else None
 
     def _follow(self, job: dict[str, Any], stage: str) -> None:
-        """Poll until the Job finishes; fail fast on a pod that can never run."""
+        """Poll until the Job finishes; fail fast on a pod that can never run.
+
+        A queued Job (suspended until Kueue admits it) is only waited for: it has no pods, and the
+        clock for unschedulable pods starts at its admission.
+        """
         name = job["metadata"]["name"]
         selector = _pod_selector(job)
-        last = ""
+        last, admission_seen, admitted = "", False, None
         while True:
-            finished = self._finished(job)
+            status = self._status(job)
+            finished = status.finished if status else None
             if finished == "Complete":
                 return
-            pods = self.cluster.pods(selector)
-            if finished == "Failed":
-                raise self._failure(job, stage, pods)
             now = datetime.now(timezone.utc)
-            for pod in pods:
-                problem = pod_problem(pod, now, self.cluster_config.unschedulable_timeout_seconds)
-                if problem:
-                    self._delete(job)  # its pods would wait forever, holding a quota
-                    raise SubmitFailed(f"[{stage}] {name} cannot run: {problem}\n{self._events(pod.name)}")
-            progress = _progress(self.cluster.job(name) if job["kind"] == "Job" else None, pods)
+            if status is not None and status.suspended and not finished:
+                progress = "queued, waiting for Kueue to admit it"
+            else:
+                if not admission_seen and status is not None and status.labels.get(m.QUEUE_LABEL):
+                    admitted = status.started or now
+                    self.echo(f"  {name}: admitted after {status.waited(now) or 0:.0f} s in the queue")
+                admission_seen = True
+                pods = self.cluster.pods(selector)
+                if finished == "Failed":
+                    raise self._failure(job, stage, pods)
+                for pod in pods:
+                    problem = pod_problem(pod, now, self.cluster_config.unschedulable_timeout_seconds, admitted)
+                    if problem:
+                        self._delete(job)  # its pods would wait forever, holding a quota
+                        raise SubmitFailed(f"[{stage}] {name} cannot run: {problem}\n{self._events(pod.name)}")
+                progress = _progress(status if job["kind"] == "Job" else None, pods)
             if progress != last:
                 self.echo(f"  {name}: {progress}")
                 last = progress
@@ -242,6 +266,8 @@ class Controller:
 def _pod_selector(job: dict[str, Any]) -> str:
     if job["kind"] == "PyTorchJob":
         return f"training.kubeflow.org/job-name={job['metadata']['name']}"
+    if job["kind"] == "TrainJob":
+        return f"{JOBSET_NAME_LABEL}={job['metadata']['name']}"
     return f"job-name={job['metadata']['name']}"
 
 

@@ -1,5 +1,5 @@
-"""Diagnostics: training health (live and on a saved run), and the figures it is judged on.
+"""After-the-fact diagnoses of a run, one sub-package per kind: data, checkpoint, embeddings, training.
 
-`health` judges training-log rows (pure numpy), `figures` computes the per-step figures from live
-models (torch), `training` diagnoses a saved run from its log and a checkpoint.
+Each kind holds its diagnosis and its report; `diagnosis` is what they share (the verdict and how it
+is written), `commands` is `unitvox diagnose`. Live training health is `unitvox.health`.
 """

@@ -13,18 +13,18 @@ import importlib
 from types import ModuleType
 
 from unitvox.config import Config, load
-from unitvox.diagnostics.report import DIAGNOSE, Diagnosis, write_diagnosis
+from unitvox.diagnostics.diagnosis import Diagnosis, write_diagnosis
 from unitvox.report import markdown_table
-from unitvox.stages import IncompleteError
+from unitvox.errors import IncompleteError
+from unitvox.layout import DIAGNOSE_INDEX as INDEX
 from unitvox.store import Store, open_store
 
-INDEX = f"{DIAGNOSE}/report.md"
 # Each diagnosis in the order `--help` lists them (and `all` runs them).
 DIAGNOSES = {
-    "data": "unitvox.diagnostics.data",
-    "checkpoint": "unitvox.diagnostics.checkpoint",
-    "embeddings": "unitvox.diagnostics.embeddings",
-    "training": "unitvox.diagnostics.training",
+    "data": "unitvox.diagnostics.data.data_diagnosis",
+    "checkpoint": "unitvox.diagnostics.checkpoint.checkpoint_diagnosis",
+    "embeddings": "unitvox.diagnostics.embeddings.embeddings_diagnosis",
+    "training": "unitvox.diagnostics.training.training_diagnosis",
 }
 
 EXAMPLES = """examples:

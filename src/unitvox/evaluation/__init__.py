@@ -8,14 +8,14 @@ from unitvox.evaluation.gates import (
     Gate,
     GateResult,
     evaluate_gates,
-    exit_code,
+    gates_exit_code,
     gates_from_config,
     junit_xml,
     metrics_json,
     summarise,
     summary_markdown,
 )
-from unitvox.evaluation.metrics import (
+from unitvox.evaluation.waveform import (
     cosine_similarity,
     length_ratio,
     level_summary,
@@ -43,7 +43,7 @@ __all__ = [
     "build_speaker_embedder",
     "cosine_similarity",
     "evaluate_gates",
-    "exit_code",
+    "gates_exit_code",
     "gates_from_config",
     "junit_xml",
     "length_ratio",

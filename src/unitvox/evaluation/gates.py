@@ -85,7 +85,7 @@ def evaluate_gates(summary: Mapping[str, float], gates: list[Gate]) -> list[Gate
     return [_evaluate_gate(summary, gate) for gate in gates]
 
 
-def exit_code(gate_results: list[GateResult]) -> int:
+def gates_exit_code(gate_results: list[GateResult]) -> int:
     """0 when every gate passed (or there are none), 1 when any failed: for CI."""
     return 0 if all(result.passed for result in gate_results) else 1
 
@@ -117,7 +117,7 @@ def metrics_json(
     NaN and infinities become null, since JSON has no such numbers.
     """
     document = {
-        "passed": exit_code(gate_results) == 0,
+        "passed": gates_exit_code(gate_results) == 0,
         "gates": [_gate_record(result) for result in gate_results],
         "summary": dict(summary),
         "utterances": [dict(row) for row in rows],

@@ -14,7 +14,8 @@ import librosa
 import numpy as np
 import soxr
 
-from unitvox.evaluation.metrics import cosine_similarity
+from unitvox.evaluation.waveform import cosine_similarity
+from unitvox.registry import registrar
 
 RESEMBLYZER_INSTALL = ".venv/bin/pip install --no-deps resemblyzer webrtcvad-wheels"
 _SILENT_PEAK = 1e-5  # -100 dBFS: nothing a speaker encoder could use
@@ -42,14 +43,7 @@ class SpeakerEmbedder(Protocol):
 SPEAKER_EMBEDDERS: dict[str, Callable[..., SpeakerEmbedder]] = {}
 
 
-def register_speaker_embedder(name: str):
-    """Class decorator adding an embedder to the registry under `name`."""
-
-    def add(cls):
-        SPEAKER_EMBEDDERS[name] = cls
-        return cls
-
-    return add
+register_speaker_embedder = registrar(SPEAKER_EMBEDDERS)
 
 
 def build_speaker_embedder(name: str, **options: Any) -> SpeakerEmbedder:

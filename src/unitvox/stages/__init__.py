@@ -12,19 +12,12 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-from unitvox.config import Config, ConfigError
-from unitvox.metrics import MetricsSink, NullSink, open_sink, run_label
+from unitvox.config import Config, ConfigError, to_yaml
+from unitvox.errors import IncompleteError
+from unitvox.layout import CONFIG, STAGE_NAMES
+from unitvox.prometheus import MetricsSink, NullSink, open_sink, run_label
 from unitvox.stages import record
-from unitvox.stages.record import IncompleteError
 from unitvox.store import Store
-
-
-class Interrupted(RuntimeError):
-    """A stage stopped on SIGTERM after saving its progress; rerunning resumes it."""
-
-
-class Unhealthy(RuntimeError):
-    """Training stopped because its health monitor found it critical; the message names the reasons."""
 
 
 @dataclass(frozen=True)
@@ -74,14 +67,8 @@ class StageResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-STAGES: dict[str, str] = {
-    "prepare": "unitvox.stages.prepare",
-    "tokenize": "unitvox.stages.tokenize",
-    "bpe": "unitvox.stages.bpe",
-    "train": "unitvox.stages.train",
-    "evaluate": "unitvox.stages.evaluate",
-    "samples": "unitvox.stages.samples",
-}
+# Stage name -> its module, imported when the stage runs (each pulls in its own heavy libraries).
+STAGES: dict[str, str] = {name: f"unitvox.stages.{name}" for name in STAGE_NAMES}
 
 
 def stage_module(stage: str) -> ModuleType:
@@ -120,11 +107,11 @@ def run_stage(
     `config.metrics` (served for training, pushed for short stages), closed when it ends.
     """
     module = stage_module(stage)
-    started = time.time()
+    started, retries_reported = time.time(), store.retry_counts()
     reason = "forced" if force else pending(config, store, stage)
     if reason is None:
         return StageResult(stage, "skipped", "finished earlier with the same config and inputs")
-    store.write_text("config.yaml", _resolved_yaml(config))
+    store.write_text(CONFIG, _resolved_yaml(config))
     all_phases = module.PHASES
     selected = _select_phases(all_phases, phase, stage, shard)
     summary: dict[str, Any] = {}
@@ -143,10 +130,20 @@ def run_stage(
                 if phase is None and shard is not None:  # the last shard to finish merges
                     return StageResult(stage, "partial", str(waiting), round(time.time() - started, 3))
                 raise
-            finally:
+            finally:  # retries are reported even when the phase fails, which is when they matter most
+                retries_reported = _report_retries(store, sink, retries_reported)
                 if metrics is None:  # a sink given by the caller is the caller's to close
                     sink.close()
     return StageResult(stage, "ran", reason, round(time.time() - started, 3), summary)
+
+
+def _report_retries(store: Store, sink: MetricsSink, reported: dict[str, int]) -> dict[str, int]:
+    """Add the store's retries since `reported` to the `store_retries_total` counter; returns the new count."""
+    now = store.retry_counts()
+    for kind, count in now.items():
+        if count > reported.get(kind, 0):
+            sink.increment("store_retries_total", count - reported.get(kind, 0), kind=kind)
+    return now
 
 
 def _run_phase(module: ModuleType, step: Phase, context: Context, *, last: bool) -> dict[str, Any]:
@@ -176,7 +173,5 @@ def _select_phases(all_phases: tuple[Phase, ...], phase: str | None, stage: str,
 
 
 def _resolved_yaml(config: Config) -> str:
-    from unitvox.config import to_yaml
-
     return to_yaml(config, "# The resolved config of this run, written by unitvox; rerun a stage with:\n"
                            "#   unitvox <stage> --config <run>/config.yaml --run <run>\n")

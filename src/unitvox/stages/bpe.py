@@ -12,17 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from unitvox.config import Config
-from unitvox.stages import Context, IncompleteError, Phase
+from unitvox.errors import IncompleteError
+from unitvox.layout import BPE_MODEL as MODEL, BPE_MOTIFS as MOTIFS, BPE_VOCAB as VOCAB, UNITS
+from unitvox.stages import Context, Phase
 from unitvox.stages.record import upstream, write_success
-from unitvox.stages.tokenize import UNITS
 from unitvox.store import Store
 from unitvox.units import bpe
 
 PHASES = (Phase("train"),)
-
-MODEL = "bpe/bpe.model"
-VOCAB = "bpe/bpe.vocab"
-MOTIFS = "bpe/motifs.json"
 
 
 def inputs(config: Config, store: Store) -> dict[str, Any]:

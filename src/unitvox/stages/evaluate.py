@@ -16,27 +16,26 @@ from tqdm import tqdm
 
 from unitvox import exitcodes
 from unitvox.config import Config
-from unitvox.metrics import MetricsSink
+from unitvox.prometheus import MetricsSink
 from unitvox.evaluation import (
-    build_speaker_embedder, evaluate_gates, exit_code as gates_exit_code, gates_from_config, junit_xml, length_ratio,
+    build_speaker_embedder, evaluate_gates, gates_exit_code, gates_from_config, junit_xml, length_ratio,
     level_summary, mel_cepstral_distortion, metrics_json, snr_db, speaker_similarity, summarise, summary_markdown,
 )
-from unitvox.stages import Context, IncompleteError, Phase
+from unitvox.errors import IncompleteError
+from unitvox.layout import (
+    CODEBOOK, EVALUATE_JUNIT as JUNIT, EVALUATE_METRICS as METRICS, EVALUATE_PARTS as PARTS, EVALUATE_SUMMARY as SUMMARY,
+    SPLIT, UNITS, success,
+)
+from unitvox.stages import Context, Phase
 from unitvox.stages.record import fingerprint, upstream, write_success
-from unitvox.stages.tokenize import CODEBOOK, UNITS
 from unitvox.units.features import build_extractor
 from unitvox.units.features import extract as extract_features
 from unitvox.units.kmeans import Codebook
 from unitvox.store import Store
-from unitvox.vocoder.data import AudioReader, UnitAudioDataset, load_items, speaker_index
+from unitvox.vocoder.dataset import AudioReader, UnitAudioDataset, load_items, speaker_index
 from unitvox.vocoder.inference import Vocoder, checkpoint_location
 
 PHASES = (Phase("score", sharded=True), Phase("merge"))
-PARTS = "evaluate/parts"
-METRICS = "evaluate/metrics.json"
-SUMMARY = "evaluate/summary.md"
-JUNIT = "evaluate/junit.xml"
-SPLIT = "train/split.json"
 
 
 def inputs(config: Config, store: Store) -> dict[str, Any]:
@@ -169,5 +168,6 @@ def _export_results(metrics: MetricsSink, summary: dict[str, float], *, passed: 
 
 def exit_code(config: Config, store: Store) -> int:
     """3 when the latest evaluation failed a gate (also when the stage was skipped as up to date)."""
-    record = store.read_json("evaluate/_SUCCESS.json") if store.exists("evaluate/_SUCCESS.json") else {}
+    key = success("evaluate")
+    record = store.read_json(key) if store.exists(key) else {}
     return 0 if record.get("passed", True) else exitcodes.GATES_FAILED

@@ -21,16 +21,13 @@ from unitvox.config import Config, ConfigError, PrepareConfig
 from unitvox.filterlist import filter_list_fingerprint, read_filter_list
 from unitvox.stages import Context, IncompleteError, Phase
 from unitvox.stages.record import write_success
+from unitvox.layout import MANIFEST, PREPARE_AUDIO as AUDIO, PREPARE_RECORDS as RECORDS, PREPARE_REPORT as REPORT, REJECTED
 from unitvox.store import Store, open_store, split_uri
 
 PHASES = (Phase("segment", sharded=True), Phase("merge"))
 
-MANIFEST = "prepare/manifest.jsonl"
-REJECTED = "prepare/rejected.jsonl"
-REPORT = "prepare/report.json"
 EXCLUDED = "excluded"
-AUDIO = "prepare/audio"
-RECORDS = "prepare/records"
+ESCAPED_EXAMPLES = 100  # file names the report shows of those that are not valid UTF-8
 DURATION_BINS = [0, 1, 2, 3, 5, 8, 12, 16, 20, 30, 60]
 LEVEL_BINS = [-120, -60, -50, -45, -40, -35, -30, -25, -20, -15, -10, -5, 0]
 
@@ -46,28 +43,77 @@ class Source:
 
     @property
     def uri(self) -> str:
-        return self.store.url(self.key)
+        """The recording's URI as reports show it (a name that is not valid UTF-8 escaped)."""
+        return printable(self.store.url(self.key))
+
+    @property
+    def name_is_utf8(self) -> bool:
+        return printable(self.key) == self.key
+
+
+def printable(text: str) -> str:
+    """`text` with the bytes of a file name that are not valid UTF-8 escaped (`caf\\xe9.wav`).
+
+    Python keeps such bytes as surrogate escapes, which open the file but cannot be written as UTF-8.
+    """
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def list_sources(config: PrepareConfig) -> list[Source]:
     """Every input recording, sorted, from a folder, an s3:// prefix or a list file (one path per line)."""
+    return scan_sources(config)[0]
+
+
+def scan_sources(config: PrepareConfig) -> tuple[list[Source], list[dict[str, Any]]]:
+    """The input recordings, sorted, and a rejection row for every other file found under the input.
+
+    Files left out are those of an extension not in `prepare.extensions`, and what the store's
+    listing itself left out (dangling or looping symbolic links, pipes, unreadable folders).
+    """
     if not config.input:
         raise ConfigError("prepare.input: not set; pass --set prepare.input=/path/to/recordings")
     extensions = tuple(f".{e.lower().lstrip('.')}" for e in config.extensions)
+    _check_extensions(config.extensions)
     store, key = split_uri(config.input)
     is_list_file = not key.lower().endswith(extensions) and store.exists(key)
+    skipped: list[dict[str, Any]] = []
     if is_list_file:
         found = _from_list_file(store, key)
     else:
         root = open_store(config.input)
         if root.local_root is not None and not root.local_root.is_dir():
             raise ConfigError(f"prepare.input: {config.input} is neither a folder nor a list file")
-        found = [(root, k, k) for k in root.list()]
+        keys, unlisted = root.scan()
+        found = [(root, k, k) for k in keys]
+        skipped = [_skipped(root.url(item.key), item.reason, item.detail) for item in unlisted]
+    others = sorted(printable(s.url(k)) for s, k, rel in found if not rel.lower().endswith(extensions))
+    skipped += [_skipped(uri, "unsupported_format", _unsupported(uri, config.extensions)) for uri in others]
     found = [item for item in found if item[2].lower().endswith(extensions)]
     if not found:
-        raise ConfigError(f"prepare.input: no {'/'.join(config.extensions)} files under {config.input}")
+        raise ConfigError(f"prepare.input: no {'/'.join(config.extensions)} files under {config.input}"
+                          + (f" ({len(skipped)} other files, e.g. {skipped[0]['source']})" if skipped else ""))
     found.sort(key=lambda item: item[2])
-    return [Source(s, k, rel, sid) for (s, k, rel), sid in zip(found, _source_ids([f[2] for f in found]))]
+    sources = [Source(s, k, rel, sid) for (s, k, rel), sid in zip(found, _source_ids([f[2] for f in found]))]
+    return sources, sorted(skipped, key=lambda row: row["source"])
+
+
+def _check_extensions(extensions: list[str]) -> None:
+    unknown = [e for e in extensions if e.lower().lstrip(".") not in audio.DECODABLE_EXTENSIONS]
+    if unknown:
+        raise ConfigError(f"prepare.extensions: {unknown} cannot be decoded here; supported: "
+                          f"{list(audio.DECODABLE_EXTENSIONS)} (convert others first, e.g. ffmpeg -i in.m4a out.flac)")
+
+
+def _unsupported(uri: str, extensions: list[str]) -> str:
+    extension = PurePosixPath(uri).suffix.lower().lstrip(".")
+    if not extension:
+        return f"no file extension; prepare reads only {', '.join(extensions)} files (prepare.extensions)"
+    decodable = "" if extension in audio.DECODABLE_EXTENSIONS else "; libsndfile cannot decode it either"
+    return f".{extension} is not in prepare.extensions ({', '.join(extensions)}){decodable}"
+
+
+def _skipped(uri: str, reason: str, detail: str) -> dict[str, Any]:
+    return {"source": printable(uri), "segment": None, "reason": reason, "detail": detail}
 
 
 def _from_list_file(store: Store, key: str) -> list[tuple[Store, str, str]]:
@@ -102,9 +148,9 @@ def speaker_of(relative: str, pattern: str) -> str:
 
 
 def inputs(config: Config, store: Store) -> dict[str, Any]:
-    sources = list_sources(config.prepare)
-    listing = "\n".join(s.uri for s in sources).encode()
-    return {"sources": {"input": config.prepare.input, "files": len(sources),
+    sources, skipped = scan_sources(config.prepare)
+    listing = "\n".join([*(s.uri for s in sources), *(f"{r['source']} {r['reason']}" for r in skipped)]).encode()
+    return {"sources": {"input": config.prepare.input, "files": len(sources), "not_prepared": len(skipped),
                         "sha256": hashlib.sha256(listing).hexdigest()},
             **filter_list_fingerprint(config.prepare.exclude, "prepare.exclude")}
 
@@ -168,24 +214,45 @@ def _listed_source(source: Source) -> dict[str, list[dict]]:
 
 
 def process_source(source: Source, config: PrepareConfig, store: Store) -> dict[str, list[dict]]:
-    """Segments of one recording: kept rows (their audio written to the store) and rejected rows."""
+    """Segments of one recording: kept rows (their audio written to the store) and rejected rows.
+
+    A recording that cannot be read, decoded or split is one rejected row with the reason.
+    """
     try:
         with source.store.local_copy(source.key) as path:
-            samples, rate, channels = audio.decode(path)
+            return _segment_recording(source, path, config, store)
     except (audio.AudioError, FileNotFoundError) as error:
         reason = error.reason if isinstance(error, audio.AudioError) else "missing"
         return {"kept": [], "rejected": [_rejection(source, None, reason, str(error))]}
-    mono = audio.to_mono(samples, rate, config.sample_rate)
-    del samples
-    try:
-        ranges = audio.split(mono, config.sample_rate, config.split)
-    except audio.AudioError as error:
-        return {"kept": [], "rejected": [_rejection(source, None, error.reason, str(error))]}
+
+
+def _pieces(path, info: audio.AudioInfo, config: PrepareConfig):
+    """The (start, end, samples) of each stretch a recording is cut into.
+
+    A short recording is decoded whole; a long one is read twice in blocks (once for its levels,
+    once for its pieces), so memory stays flat however long it is. Both cut at the same places.
+    """
+    rate = config.sample_rate
+    if info.fits_in_memory:
+        samples, _, _ = audio.decode(path)
+        mono = audio.to_mono(samples, info.rate, rate)
+        del samples
+        return ((start, end, mono[start:end]) for start, end in audio.split(mono, rate, config.split))
+    levels = audio.FrameLevels(rate, config.split.frame_seconds)
+    for block in audio.stream_mono(path, rate):
+        levels.add(block)
+    ranges = audio.split_levels(levels.levels(), levels.samples, rate, config.split)
+    return audio.cut(audio.stream_mono(path, rate), ranges)
+
+
+def _segment_recording(source: Source, path, config: PrepareConfig, store: Store) -> dict[str, list[dict]]:
+    info = audio.probe(path)
+    rate, channels = info.rate, info.channels
+    pieces = _pieces(path, info, config)
     speaker = speaker_of(source.relative, config.speaker_pattern)
     kept, rejected = [], []
-    for number, (start, end) in enumerate(ranges):
+    for number, (start, end, piece) in enumerate(pieces):
         segment_id = f"{source.source_id}_{number:03d}"
-        piece = mono[start:end]
         duration = len(piece) / config.sample_rate
         levels = audio.measure(piece, config.sample_rate, config.split, config.checks)
         failed = audio.check(levels, duration, config.checks)
@@ -227,7 +294,7 @@ def merge(context: Context) -> dict[str, Any]:
     """Join every recording's record into the manifest, the rejections and the report."""
     config, store = context.config, context.store
     config_hash, entries = records_hash(config), excluded_entries(config.prepare)
-    sources = list_sources(config.prepare)
+    sources, skipped = scan_sources(config.prepare)
     missing = [s.relative for s in sources
                if not _record_is_current(store, f"{RECORDS}/{s.source_id}.json", config_hash, is_listed(s, entries))]
     if missing:
@@ -235,7 +302,7 @@ def merge(context: Context) -> dict[str, Any]:
             f"prepare: {len(missing)} of {len(sources)} recordings have not been segmented yet "
             f"(first: {missing[0]}); run the remaining shards of phase segment"
         )
-    report = _Report(entries)
+    report = _Report(entries, skipped)
     store.write_jsonl(MANIFEST, report.kept(store, sources))
     store.write_jsonl(REJECTED, report.rejected(store, sources))
     summary = report.summary()
@@ -254,11 +321,15 @@ def merge(context: Context) -> dict[str, Any]:
 class _Report:
     """Streams records twice (kept, then rejected) while counting, so memory stays flat.
 
-    Segments named in the filter list `excluded` move from kept to rejected (reason `excluded`).
+    Segments named in the filter list `excluded` move from kept to rejected (reason `excluded`);
+    the files found under the input but not prepared (`skipped`) are rejected rows of their own.
     """
 
-    def __init__(self, excluded: frozenset[str] = frozenset()) -> None:
+    def __init__(self, excluded: frozenset[str] = frozenset(), skipped: list[dict[str, Any]] = ()) -> None:
         self.excluded = excluded
+        self.skipped = list(skipped)
+        self.escaped_names: list[str] = []  # the first ESCAPED_EXAMPLES of them
+        self.escaped_count = 0
         self.durations = np.zeros(len(DURATION_BINS) - 1, dtype=int)
         self.levels = np.zeros(len(LEVEL_BINS) - 1, dtype=int)
         self.reasons: Counter = Counter()
@@ -270,6 +341,10 @@ class _Report:
         for source in sources:
             saved = store.read_json(f"{RECORDS}/{source.source_id}.json")
             self.files += 1
+            if not source.name_is_utf8:
+                self.escaped_count += 1
+                if len(self.escaped_names) < ESCAPED_EXAMPLES:
+                    self.escaped_names.append(source.uri)
             kept = [row for row in saved["kept"] if row["id"] not in self.excluded]
             self.files_rejected += not kept
             for row in kept:
@@ -287,13 +362,21 @@ class _Report:
             for row in listed + saved["rejected"]:
                 self.reasons[row["reason"]] += 1
                 yield row
+        for row in self.skipped:
+            self.reasons[row["reason"]] += 1
+            yield row
 
     def summary(self) -> dict[str, Any]:
         return {
             "files": self.files,
             "files_without_segments": self.files_rejected,
+            # Found under prepare.input but not read (another extension, a dangling link ...); see rejected.jsonl.
+            "files_not_prepared": len(self.skipped),
+            # Names that are not valid UTF-8, prepared under an escaped name (`\\xe9` for byte 0xe9).
+            "names_escaped": self.escaped_count,
+            "names_escaped_examples": self.escaped_names,
             "segments_kept": self.kept_count,
-            "segments_rejected": sum(v for k, v in self.reasons.items()),
+            "segments_rejected": sum(self.reasons.values()) - len(self.skipped),
             "rejected_by_reason": dict(sorted(self.reasons.items())),
             "hours_kept": round(self.seconds / 3600, 4),
             "speakers": {name: round(seconds / 3600, 4) for name, seconds in sorted(self.speakers.items())},

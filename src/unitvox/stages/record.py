@@ -11,13 +11,12 @@ import platform
 import time
 from typing import Any
 
+from unitvox.errors import IncompleteError
+from unitvox.layout import SUCCESS, success
 from unitvox.store import Store
 
-SUCCESS = "_SUCCESS.json"
+__all__ = ["fingerprint", "mismatch", "upstream", "versions", "write_success"]
 
-
-class IncompleteError(RuntimeError):
-    """Work that cannot run yet because earlier work (a stage, some shards) has not finished; names it."""
 _VERSIONED = ("unitvox", "numpy", "soundfile", "librosa", "scikit-learn", "sentencepiece", "torch", "transformers")
 
 
@@ -64,15 +63,17 @@ def write_success(
         "output_sets": dict(output_sets or {}),
         "versions": versions(),
         "timings": {"started": started, "finished": finished, "seconds": round(finished - started, 3)},
+        # Retries this process's object-store transfers needed so far (broken bodies, resets, 503 SlowDown).
+        "store_retries": store.retry_counts(),
         **(extra or {}),
     }
-    store.write_json(f"{prefix}/{SUCCESS}", record)
+    store.write_json(success(prefix), record)
     return record
 
 
 def mismatch(store: Store, prefix: str, *, config_hash: str, inputs: dict[str, Any]) -> str | None:
     """Why the record under `prefix` does not cover this work, or None when it does."""
-    key = f"{prefix}/{SUCCESS}"
+    key = success(prefix)
     if not store.exists(key):
         return "not run yet"
     try:
@@ -98,7 +99,7 @@ def upstream(store: Store, stage: str, output: str, reader: str) -> dict[str, st
     Raises:
         IncompleteError: the earlier stage has not finished; the message says to run it.
     """
-    key = f"{stage}/{SUCCESS}"
+    key = success(stage)
     if not store.exists(key):
         raise IncompleteError(f"{reader} reads {stage}'s {output}, but {store.url(key)} does not exist: run {stage} first")
     return {output: store.read_json(key)["outputs"][output]["sha256"]}

@@ -19,13 +19,13 @@ from unitvox.config import Config
 from unitvox.stages import Context, Phase
 from unitvox.stages.evaluate import held_out
 from unitvox.stages.evaluate import inputs as evaluate_inputs
+from unitvox.layout import SAMPLES as ROOT
 from unitvox.stages.record import write_success
 from unitvox.store import Store
-from unitvox.vocoder.data import AudioReader
+from unitvox.vocoder.dataset import AudioReader
 from unitvox.vocoder.inference import Vocoder
 
 PHASES = (Phase("render"),)
-ROOT = "samples"
 PAUSE_SECONDS = 0.3
 
 

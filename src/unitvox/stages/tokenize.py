@@ -20,20 +20,18 @@ from tqdm import tqdm
 
 from unitvox import audio
 from unitvox.config import Config
-from unitvox.stages import Context, IncompleteError, Phase
-from unitvox.stages.prepare import MANIFEST
+from unitvox.errors import IncompleteError
+from unitvox.layout import (
+    CODEBOOK, CODEBOOK_CENTROIDS, CODEBOOK_FINGERPRINT, MANIFEST, TOKENIZE_PARTS as PARTS, TOKENIZE_REPORT as REPORT,
+    TOKENIZE_SAMPLE as SAMPLE, UNITS,
+)
+from unitvox.stages import Context, Phase
 from unitvox.stages.record import upstream, write_success
 from unitvox.store import Store
 from unitvox.units import features as feats
-from unitvox.units.kmeans import Codebook, check_compatible, fit as fit_codebook
+from unitvox.units.kmeans import Codebook, check_compatible, fit as fit_codebook, read_fingerprint
 
 PHASES = (Phase("sample", sharded=True), Phase("fit"), Phase("assign", sharded=True), Phase("merge"))
-
-CODEBOOK = "tokenize/codebook"
-SAMPLE = "tokenize/sample"
-PARTS = "tokenize/parts"
-UNITS = "tokenize/units.jsonl"
-REPORT = "tokenize/report.json"
 
 
 def inputs(config: Config, store: Store) -> dict[str, Any]:
@@ -124,8 +122,8 @@ def fit(context: Context) -> dict[str, Any]:
     if missing:
         raise IncompleteError(f"tokenize fit: {len(missing)} of {count} sample shards missing (first: {missing[0]})")
     sample_hash = hashlib.sha256("".join(store.sha256(k) for k in keys).encode()).hexdigest()
-    if not context.force and store.exists(f"{CODEBOOK}/codebook.json"):
-        saved = store.read_json(f"{CODEBOOK}/codebook.json")
+    if not context.force and store.exists(CODEBOOK_FINGERPRINT):
+        saved = read_fingerprint(store)
         if saved.get("config_hash") == config_hash and saved.get("sample_hash") == sample_hash:
             return {"codebook": saved["hash"], "resumed": True}
     frames, positions = [], []
@@ -234,7 +232,7 @@ def merge(context: Context) -> dict[str, Any]:
     context.metrics.gauge("tokenize_unit_perplexity", report["perplexity"])
     write_success(
         store, "tokenize", config_hash=config.stage_hash("tokenize"), inputs=inputs(config, store),
-        outputs=[UNITS, REPORT, f"{CODEBOOK}/centroids.npy", f"{CODEBOOK}/codebook.json"],
+        outputs=[UNITS, REPORT, CODEBOOK_CENTROIDS, CODEBOOK_FINGERPRINT],
         output_sets={f"{PARTS}/": len(segments)}, started=context.started,
         extra={"stage": "tokenize", "config": config.to_dict()["tokenize"], "codebook": codebook.fingerprint},
     )

@@ -8,6 +8,7 @@ import json
 import os
 import tempfile
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,16 @@ from typing import Any
 
 class StoreError(RuntimeError):
     """A store that cannot be reached or used; the message names the URI."""
+
+
+@dataclass(frozen=True)
+class Unlisted:
+    """Something under a store's root that is not an object it lists, and why (a dangling or
+    looping symbolic link, a folder reached twice, a device or pipe, a folder it cannot read)."""
+
+    key: str
+    reason: str
+    detail: str
 
 
 class Store(ABC):
@@ -47,6 +58,10 @@ class Store(ABC):
     def list(self, prefix: str = "") -> Iterator[str]:
         """Keys under `prefix` (recursively), sorted."""
 
+    def scan(self, prefix: str = "") -> tuple[list[str], list[Unlisted]]:
+        """`list(prefix)` and what it left out with why; only a local folder leaves anything out."""
+        return list(self.list(prefix)), []
+
     @abstractmethod
     def delete(self, key: str) -> None: ...
 
@@ -58,6 +73,13 @@ class Store(ABC):
     def local_root(self) -> Path | None:
         """The folder behind this store when it is local, else None."""
         return None
+
+    def retry_counts(self) -> dict[str, int]:
+        """Retries this store has needed so far, by kind (see `unitvox.store.retry.RETRY_KINDS`).
+
+        Stores that never retry (a local folder) report none.
+        """
+        return {}
 
     # Helpers built on the primitives above -------------------------------------------------
 

@@ -88,6 +88,10 @@ class OverlayStore(Store):
     def url(self, key: str) -> str:
         return self._route(key).url(key) if key else self.uri
 
+    def retry_counts(self) -> dict[str, int]:
+        # Both sides are children of one run root, so they share one client and one count.
+        return self.own.retry_counts()
+
     @contextlib.contextmanager
     def local_copy(self, key: str) -> Iterator[Path]:
         # Delegated so a local run root hands out its own files instead of temporary copies.

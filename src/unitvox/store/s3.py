@@ -9,20 +9,30 @@ AWS and, once `AWS_ENDPOINT_URL=http://localhost:9000` is set, against a local M
 from __future__ import annotations
 
 import contextlib
+import http.client
 import io
 import os
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO, TypeVar
 
 import boto3
+import urllib3.exceptions
 from boto3.exceptions import Boto3Error
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from botocore.exceptions import (
+    BotoCoreError, ClientError, FlexibleChecksumError, HTTPClientError, IncompleteReadError, NoCredentialsError,
+    ResponseStreamingError,
+)
+from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
 from unitvox.store.base import Store, StoreError
+from unitvox.store.retry import RetryCounter, RetryPolicy, tries, with_retries
+
+T = TypeVar("T")
 
 DEFAULT_PART_SIZE = 64 * 1024 * 1024
 """Objects of at least this many bytes move as multipart transfers in parts of this size."""
@@ -33,8 +43,16 @@ MINIMUM_PART_SIZE = 5 * 1024 * 1024
 LIST_PAGE_SIZE = 1000
 """Keys asked for per ListObjectsV2 request; S3 never returns more than 1000."""
 
-MAX_ATTEMPTS = 10
-"""Tries per request, the first included; throttling and transient errors back off exponentially."""
+READ_CHUNK_BYTES = 1024 * 1024
+"""Bytes read from a response body at a time; a body that breaks is asked for again from there."""
+
+_THROTTLE_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
+                             "TooManyRequestsException", "RequestThrottled", "BandwidthLimitExceeded"})
+_SERVER_CODES = frozenset({"InternalError", "ServiceUnavailable", "RequestTimeout", "RequestTimeoutException"})
+# Errors of a response read after botocore handed it over (a streaming body), or while botocore read
+# a small response body itself (it lets urllib3's and http.client's errors out unwrapped): botocore
+# retries neither, so the store tries the transfer again.
+_BROKEN_RESPONSE_ERRORS = (urllib3.exceptions.HTTPError, http.client.HTTPException, ConnectionError, TimeoutError)
 
 CONNECT_TIMEOUT_SECONDS = 10
 READ_TIMEOUT_SECONDS = 120
@@ -55,10 +73,12 @@ def region_from_environment() -> str | None:
     return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
 
 
-def _new_client():
+def _new_client(policy: RetryPolicy):
     endpoint_url = endpoint_url_from_environment()
     config = Config(
-        retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
+        # Standard mode retries throttling (503 SlowDown, 429), 5xx and connection errors before a
+        # response with exponential backoff; broken bodies are the store's own retries.
+        retries={"mode": "standard", "total_max_attempts": policy.attempts},
         connect_timeout=CONNECT_TIMEOUT_SECONDS,
         read_timeout=READ_TIMEOUT_SECONDS,
         # Several threads and a multipart transfer's workers share this client's connection pool.
@@ -71,11 +91,18 @@ def _new_client():
     return session.client("s3", endpoint_url=endpoint_url, config=config)
 
 
+PROCESS_RETRIES = RetryCounter()
+"""Retries of every S3 store in this process (a stage's run root and its inputs alike)."""
+
+
 class _Connection:
-    """One S3 client, made on first use and shared by a store, its children and their threads."""
+    """One S3 client, made on first use and shared by a store, its children and their threads,
+    with the retry budget; the retries made through it add to `PROCESS_RETRIES`."""
 
     def __init__(self, part_size: int):
         self.transfer_config = TransferConfig(multipart_threshold=part_size, multipart_chunksize=part_size)
+        self.policy = RetryPolicy.from_environment()
+        self.retries = PROCESS_RETRIES
         self._client = None
         self._lock = threading.Lock()
 
@@ -85,8 +112,47 @@ class _Connection:
         if self._client is None:
             with self._lock:
                 if self._client is None:
-                    self._client = _new_client()
+                    client = _new_client(self.policy)
+                    client.meta.events.register("needs-retry.s3", _note_failure)
+                    client.meta.events.register("request-created.s3", self._count_botocore_retry)
+                    self._client = client
         return self._client
+
+    def _count_botocore_retry(self, request, **_) -> None:
+        # botocore numbers a request's tries in its context; a second try means it retried the first.
+        context = getattr(request, "context", None) or {}
+        if context.get("retries", {}).get("attempt", 1) > 1:
+            self.retries.add(context.get("unitvox_failure") or "connection")
+
+
+def _note_failure(request_dict: dict, response=None, caught_exception=None, **_) -> None:
+    """Remember why a try failed, so the next try of the same request is counted under that kind."""
+    kind = None
+    if caught_exception is not None:
+        kind = "connection"
+    elif response is not None:
+        http_response, parsed = response
+        code = str((parsed or {}).get("Error", {}).get("Code", ""))
+        status = getattr(http_response, "status_code", 200)
+        if code in _THROTTLE_CODES or status in (429, 503):
+            kind = "throttled"
+        elif code in _SERVER_CODES or status >= 500:
+            kind = "server"
+    if kind is not None:
+        request_dict.setdefault("context", {})["unitvox_failure"] = kind
+
+
+class _BrokenBody(Exception):
+    """A response body that failed while it was read (wraps the error that broke it)."""
+
+
+def _broken_response_kind(error: BaseException) -> str | None:
+    """The retry kind of an error botocore did not retry itself, or None for any other error."""
+    if isinstance(error, (_BrokenBody, ResponseStreamingError, IncompleteReadError, FlexibleChecksumError)):
+        return "body"
+    if isinstance(error, BotoCoreError):
+        return None  # raised by a request botocore already tried its whole budget for
+    return "body" if isinstance(error, _BROKEN_RESPONSE_ERRORS) else None
 
 
 def _split_uri(uri: str) -> tuple[str, str]:
@@ -104,8 +170,22 @@ def _check_key(key: str) -> None:
         raise ValueError(f"store key must be non-empty, relative and stay inside the store: {key!r}")
 
 
+def _read_chunk(body) -> bytes:
+    """The next piece of a response body; any error while reading it means the body broke."""
+    try:
+        return body.read(READ_CHUNK_BYTES)
+    except Exception as error:
+        raise _BrokenBody(f"{type(error).__name__}: {error}") from error
+
+
 class S3Store(Store):
     """Objects under `s3://bucket/prefix`, with retries, timeouts and multipart transfers.
+
+    Every request is retried by botocore on throttling, 5xx and connection errors; every transfer
+    (a read, a download, an upload, a listing) is retried by the store when its response breaks
+    while it is read, from the byte it broke at. The budget and backoff come from
+    `unitvox.store.retry.RetryPolicy.from_environment`; `retry_counts()` says how many retries
+    this process's S3 stores needed.
 
     Args:
         uri: `s3://bucket` or `s3://bucket/prefix`; trailing slashes are ignored.
@@ -146,39 +226,64 @@ class S3Store(Store):
         _check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
+    def retry_counts(self) -> dict[str, int]:
+        """Retries made so far by the S3 stores of this process (the run root's and the inputs')."""
+        return self._connection.retries.snapshot()
+
     def read_bytes(self, key: str) -> bytes:
+        """The whole object; a body that breaks is asked for again from the byte it broke at."""
+        out = io.BytesIO()
         with self._translate_errors("read", key):
-            response = self.client.get_object(Bucket=self.bucket, Key=self._object_key(key))
-            return response["Body"].read()
+            self._read_into(out, self._object_key(key), key, "read")
+        return out.getvalue()
 
     def write_bytes(self, key: str, data: bytes) -> None:
         """Write one object; S3 replaces objects whole, so readers never see a partial write."""
         object_key = self._object_key(key)
-        with self._translate_errors("write", key):
+
+        def attempt() -> None:
             if len(data) < self.part_size:
                 self.client.put_object(Bucket=self.bucket, Key=object_key, Body=data)
-            else:
+            else:  # a multipart upload: its object appears only when CompleteMultipartUpload succeeds
                 self.client.upload_fileobj(
                     io.BytesIO(data), self.bucket, object_key, Config=self._connection.transfer_config
                 )
 
+        with self._translate_errors("write", key):
+            self._retrying(attempt, key, "write")
+
     def upload_file(self, local_path: str | Path, key: str) -> None:
+        """Upload a local file; a multipart upload's object appears only once every part is in."""
         object_key = self._object_key(key)
-        # upload_fileobj, unlike upload_file, lets botocore's own ClientError through for translation.
-        with open(local_path, "rb") as source, self._translate_errors("upload", key):
-            self.client.upload_fileobj(source, self.bucket, object_key, Config=self._connection.transfer_config)
+
+        def attempt() -> None:
+            # upload_fileobj, unlike upload_file, lets botocore's own ClientError through for translation.
+            with open(local_path, "rb") as source:
+                self.client.upload_fileobj(source, self.bucket, object_key, Config=self._connection.transfer_config)
+
+        with self._translate_errors("upload", key):
+            self._retrying(attempt, key, "upload")
 
     def download_file(self, key: str, local_path: str | Path) -> None:
         """Download to a hidden temporary file beside `local_path`, then rename it into place.
 
-        A failed or killed download therefore never leaves a partial file at `local_path`.
+        Objects of `part_size` or more come in ranged parts; a part whose body breaks is asked for
+        again from where it broke. A failed or killed download never leaves a partial file at
+        `local_path`.
         """
         object_key = self._object_key(key)
         destination = Path(local_path)
         handle, temporary = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".tmp")
         try:
             with os.fdopen(handle, "wb") as out, self._translate_errors("download", key):
-                self.client.download_fileobj(self.bucket, object_key, out, Config=self._connection.transfer_config)
+                head = self._retrying(lambda: self.client.head_object(Bucket=self.bucket, Key=object_key), key, "download")
+                size, etag = head["ContentLength"], head["ETag"]
+                if size < self.part_size:  # one request, which keeps botocore's checksum validation
+                    self._read_into(out, object_key, key, "download", etag=etag)
+                else:
+                    for start in range(0, size, self.part_size):
+                        self._read_into(out, object_key, key, "download", start=start,
+                                        end=min(size, start + self.part_size), etag=etag)
             os.replace(temporary, destination)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
@@ -188,7 +293,8 @@ class S3Store(Store):
         object_key = self._object_key(key)
         try:
             with self._translate_errors("stat", key):
-                return self.client.head_object(Bucket=self.bucket, Key=object_key)["ContentLength"]
+                head = self._retrying(lambda: self.client.head_object(Bucket=self.bucket, Key=object_key), key, "stat")
+                return head["ContentLength"]
         except FileNotFoundError:
             return None
 
@@ -196,19 +302,22 @@ class S3Store(Store):
         if prefix:
             _check_key(prefix)
         root = f"{self.prefix}/" if self.prefix else ""
-        keys = []
+        keys: list[str] = []
+        arguments = {"Bucket": self.bucket, "Prefix": root + prefix, "MaxKeys": self.list_page_size}
         with self._translate_errors("list", prefix):
-            pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=root + prefix, PaginationConfig={"PageSize": self.list_page_size}
-            )
-            for page in pages:
+            while True:  # page by page, so a broken page is asked for again rather than the whole listing
+                page = self._retrying(lambda: self.client.list_objects_v2(**arguments), prefix, "list")
                 keys.extend(entry["Key"][len(root):] for entry in page.get("Contents", ()))
+                if not page.get("IsTruncated"):
+                    break
+                arguments["ContinuationToken"] = page["NextContinuationToken"]
         # Keys ending in "/" are folder markers made by consoles and tools, not objects.
         return iter(sorted(key for key in keys if key and not key.endswith("/")))
 
     def delete(self, key: str) -> None:
+        object_key = self._object_key(key)
         with self._translate_errors("delete", key):
-            self.client.delete_object(Bucket=self.bucket, Key=self._object_key(key))
+            self._retrying(lambda: self.client.delete_object(Bucket=self.bucket, Key=object_key), key, "delete")
 
     def child(self, prefix: str) -> S3Store:
         prefix = prefix.strip("/")
@@ -219,6 +328,46 @@ class S3Store(Store):
             list_page_size=self.list_page_size,
             _connection=self._connection,
         )
+
+    # Retries ---------------------------------------------------------------------------------
+
+    def _retrying(self, attempt: Callable[[], T], key: str, action: str) -> T:
+        """`attempt()`, tried again (within the budget) when its response broke after botocore's checks."""
+        return with_retries(attempt, classify=_broken_response_kind, policy=self._connection.policy,
+                            counter=self._connection.retries, where=self.url(key), action=action)
+
+    def _read_into(self, out: BinaryIO, object_key: str, key: str, action: str, *, start: int = 0,
+                   end: int | None = None, etag: str | None = None) -> None:
+        """Write bytes `[start, end)` of an object (to its end when `end` is None) to `out`.
+
+        A body that breaks is asked for again with a Range from the first byte not yet written, and
+        If-Match on the object's ETag so that the pieces all come from one version of it. A read
+        of the whole object keeps botocore's checksum validation.
+        """
+        state: dict[str, Any] = {"position": start, "end": end, "etag": etag}
+
+        def attempt() -> None:
+            arguments = {"Bucket": self.bucket, "Key": object_key}
+            if state["etag"]:
+                arguments["IfMatch"] = state["etag"]
+            if state["position"] > 0 or state["end"] is not None:
+                last = "" if state["end"] is None else str(state["end"] - 1)
+                arguments["Range"] = f"bytes={state['position']}-{last}"
+            response = self.client.get_object(**arguments)
+            state["etag"] = state["etag"] or response.get("ETag")
+            if state["end"] is None:
+                state["end"] = state["position"] + response["ContentLength"]
+            body = response["Body"]
+            try:
+                while chunk := _read_chunk(body):
+                    out.write(chunk)
+                    state["position"] += len(chunk)
+            finally:
+                body.close()
+            if state["position"] != state["end"]:
+                raise _BrokenBody(f"body ended at byte {state['position']} of {state['end']}")
+
+        self._retrying(attempt, key, action)
 
     # Error translation -----------------------------------------------------------------------
 
@@ -236,7 +385,10 @@ class S3Store(Store):
                 "(set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)"
             ) from None
         except (BotoCoreError, Boto3Error) as error:
-            raise StoreError(f"{where}: cannot {action}: {error}") from None
+            tried = ""
+            if isinstance(error, (HTTPClientError, BotocoreConnectionError)):
+                tried = f" (after up to {tries(self._connection.policy.attempts)})"
+            raise StoreError(f"{where}: cannot {action}: {error}{tried}") from None
 
     def _client_error(self, error: ClientError, action: str, key: str, where: str) -> Exception:
         details = error.response.get("Error", {})
@@ -246,6 +398,11 @@ class S3Store(Store):
             return StoreError(f"{where}: cannot {action}: bucket {self.bucket!r} does not exist")
         if code in _MISSING_OBJECT_CODES and key:
             return FileNotFoundError(f"{where}: no such object")
+        if code == "PreconditionFailed":
+            return StoreError(f"{where}: cannot {action}: the object changed while it was being read; try again")
+        made = error.response.get("ResponseMetadata", {}).get("RetryAttempts", 0) + 1
+        if made > 1:
+            reason += f"; after {tries(made)}"
         if code in _ACCESS_CODES:
             return StoreError(
                 f"{where}: cannot {action}: access denied ({reason}); "

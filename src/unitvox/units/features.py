@@ -9,11 +9,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from unitvox.config import ConfigError, FeaturesConfig
+from unitvox.errors import ConfigError
+from unitvox.registry import registrar
+
+if TYPE_CHECKING:
+    from unitvox.config import FeaturesConfig
 
 
 class FeatureExtractor(Protocol):
@@ -33,14 +37,7 @@ class FeatureExtractor(Protocol):
 EXTRACTORS: dict[str, Callable[[FeaturesConfig, int], FeatureExtractor]] = {}
 
 
-def register_extractor(name: str):
-    """Class decorator adding an extractor to the registry under `name`."""
-
-    def add(cls):
-        EXTRACTORS[name] = cls
-        return cls
-
-    return add
+register_extractor = registrar(EXTRACTORS)  # @register_extractor("mfcc") class Mfcc: ...
 
 
 def build_extractor(config: FeaturesConfig, sample_rate: int) -> FeatureExtractor:

@@ -10,10 +10,8 @@ from typing import Any
 import numpy as np
 
 from unitvox.config import ConfigError, KMeansConfig
+from unitvox.layout import CENTROIDS_FILE as CENTROIDS, CODEBOOK, FINGERPRINT_FILE as FINGERPRINT
 from unitvox.store import Store
-
-CENTROIDS = "centroids.npy"
-FINGERPRINT = "codebook.json"
 
 
 class CodebookMismatch(ConfigError):
@@ -54,13 +52,23 @@ class Codebook:
 
     @classmethod
     def load(cls, store: Store, prefix: str) -> Codebook:
-        fingerprint = store.read_json(f"{prefix}/{FINGERPRINT}")
+        fingerprint = read_fingerprint(store, prefix)
         centroids = np.load(io.BytesIO(store.read_bytes(f"{prefix}/{CENTROIDS}")), allow_pickle=False)
         if centroids_hash(centroids) != fingerprint.get("hash"):
             raise CodebookMismatch(
                 f"{store.url(prefix)}: {CENTROIDS} does not match the hash in {FINGERPRINT}; the codebook was changed"
             )
         return cls(centroids, fingerprint)
+
+
+def read_fingerprint(store: Store, prefix: str = CODEBOOK) -> dict[str, Any]:
+    """The codebook's fingerprint (k, hash, extractor, model, layer, sample_rate, hop_seconds ...), without its centroids."""
+    return store.read_json(f"{prefix}/{FINGERPRINT}")
+
+
+def unit_count(fingerprint: dict[str, Any]) -> int:
+    """How many units a codebook has: its k (a vocoder's embedding table adds one padding unit)."""
+    return int(fingerprint["k"])
 
 
 def centroids_hash(centroids: np.ndarray) -> str:

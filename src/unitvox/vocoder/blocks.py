@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from unitvox.registry import registrar
+
 # HiFi-GAN's slope: small enough to act like ReLU, large enough to keep gradients alive.
 LEAKY_RELU_SLOPE = 0.1
 
@@ -31,14 +33,8 @@ ResidualBlockFactory = Callable[[int, int, Sequence[int], int], nn.Module]
 RESIDUAL_BLOCKS: dict[str, ResidualBlockFactory] = {}
 
 
-def register_residual_block(name: str):
-    """Class decorator adding a block to the registry; the class takes (channels, kernel, dilations, groups)."""
-
-    def add(cls):
-        RESIDUAL_BLOCKS[name] = cls
-        return cls
-
-    return add
+# A block class takes (channels, kernel, dilations, groups).
+register_residual_block = registrar(RESIDUAL_BLOCKS)
 
 
 def build_residual_block(name: str, channels: int, kernel_size: int, dilations: Sequence[int],

@@ -15,9 +15,9 @@ import torch
 
 from unitvox.config import Config, ConfigError
 from unitvox.store import Store
+from unitvox.units.kmeans import unit_count
 
 FORMAT = "unitvox-vocoder/1"
-CHECKPOINTS = "train/checkpoints"
 CODEBOOK_KEYS = ("hash", "k", "extractor", "model", "layer", "sample_rate", "hop_seconds")
 DIAGNOSE_HINT = ("`unitvox diagnose checkpoint --config ... --run ... --checkpoint URI` shows what it expects "
                  "and the config change or key remapping (--remap) that makes it load")
@@ -32,7 +32,7 @@ def describe_model(config: Config, codebook: dict[str, Any]) -> dict[str, Any]:
     speaker = config.train.speaker
     return {
         "generator": dataclasses.asdict(config.train.generator),
-        "num_units": int(codebook["k"]),
+        "num_units": unit_count(codebook),
         "speaker": dataclasses.asdict(speaker) if speaker.enabled else None,
         "codebook": {key: codebook.get(key) for key in CODEBOOK_KEYS},
     }

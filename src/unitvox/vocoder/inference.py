@@ -8,15 +8,16 @@ import numpy as np
 import torch
 
 from unitvox.config import Config, ConfigError
-from unitvox.stages.record import IncompleteError
-from unitvox.stages.tokenize import CODEBOOK
+from unitvox.errors import IncompleteError
+from unitvox.layout import BEST_CHECKPOINT, LATEST_CHECKPOINT
 from unitvox.store import Store, split_uri
+from unitvox.units.kmeans import read_fingerprint, unit_count
 from unitvox.vocoder import checkpoint as ckpt
 from unitvox.vocoder.generator import build_generator
 from unitvox.vocoder.lora import merge_lora
-from unitvox.vocoder.speaker import build_speaker_encoder
+from unitvox.vocoder.speaker_encoder import build_speaker_encoder
 
-NAMED = {"best": f"{ckpt.CHECKPOINTS}/best.pt", "latest": f"{ckpt.CHECKPOINTS}/latest.pt"}
+NAMED = {"best": BEST_CHECKPOINT, "latest": LATEST_CHECKPOINT}
 
 
 def checkpoint_location(store: Store, name: str) -> tuple[Store, str]:
@@ -53,12 +54,12 @@ class Vocoder:
 
     def __init__(self, config: Config, store: Store, checkpoint: str, device: torch.device | None = None):
         self.device = device or torch.device("cpu")
-        codebook = store.read_json(f"{CODEBOOK}/codebook.json")
+        codebook = read_fingerprint(store)
         self.source_store, self.key = checkpoint_location(store, checkpoint)
         payload = ckpt.load(self.source_store, self.key)
         self.sha256 = self.source_store.sha256(self.key)
         ckpt.check_matches(payload["model"], ckpt.describe_model(config, codebook), self.source_store.url(self.key))
-        self.generator = build_generator(config.train.generator, int(codebook["k"]))
+        self.generator = build_generator(config.train.generator, unit_count(codebook))
         self.generator.load_state_dict(payload["generator"])
         if config.train.generator.lora.rank:
             merge_lora(self.generator)
@@ -70,7 +71,7 @@ class Vocoder:
             self.encoder.to(self.device).eval()
         self.step = int(payload["counters"]["step"])
         self.hop = config.train.generator.hop_samples
-        self.pad_unit = int(codebook["k"])
+        self.pad_unit = unit_count(codebook)
 
     @property
     def conditioned(self) -> bool:

@@ -21,21 +21,21 @@ import soundfile
 import torch
 
 from unitvox.config import Config
-from unitvox.diagnostics import figures
-from unitvox.diagnostics.health import CRITICAL, REPORTS, HealthMonitor, HealthReport
-from unitvox.metrics import MetricsSink
-from unitvox.metrics.training import export_health, export_progress, export_row, export_started
-from unitvox.stages import Interrupted, Unhealthy
+from unitvox.errors import Interrupted, Unhealthy
+from unitvox.health import norms
+from unitvox.health.monitor import CRITICAL, HealthMonitor, HealthReport
+from unitvox.layout import (
+    BEST_CHECKPOINT, HEALTH_LATEST, LATEST_CHECKPOINT, TRAIN_SAMPLES, TRAINING_LOG, critical_checkpoint, step_checkpoint,
+)
+from unitvox.prometheus import MetricsSink
+from unitvox.prometheus.training import export_health, export_progress, export_row, export_started
 from unitvox.store import Store
 from unitvox.vocoder import checkpoint as ckpt
-from unitvox.vocoder.data import UnitAudioDataset
+from unitvox.vocoder.dataset import UnitAudioDataset
 from unitvox.vocoder.losses import MelSpectrogram, discriminator_loss, generator_loss, generator_terms, mel_loss
-from unitvox.vocoder.speaker import contrastive_speaker_loss
+from unitvox.vocoder.speaker_encoder import contrastive_speaker_loss
 from unitvox.vocoder.state import TrainState
 
-LOG = "train/training_log.jsonl"
-SAMPLES = "train/samples"
-REPORT = f"{REPORTS}/latest.json"
 
 
 @dataclass
@@ -108,9 +108,9 @@ class Trainer:
         self.settings = self.config.train
         self.mel = MelSpectrogram(self.settings.lambdas.mel_spectrogram).to(self.device)
         self.autocast = self._autocast()
-        self.networks = figures.networks(self.state.generator, self.state.discriminators, self.state.speaker_encoder)
+        self.networks = norms.networks(self.state.generator, self.state.discriminators, self.state.speaker_encoder)
         self.discriminator_networks = {name: net for name, net in self.networks.items()
-                                       if name not in ("generator", figures.SPEAKER_ENCODER)}
+                                       if name not in ("generator", norms.SPEAKER_ENCODER)}
         self.monitor = HealthMonitor(self.settings.health, self.settings.lambdas.weights(), self.store)
         self._checked_step = -1
         self._throughput = (time.time(), self.state.step)
@@ -181,7 +181,7 @@ class Trainer:
                 loss_d, metrics_d = discriminator_loss(state.discriminators(real, fake.detach()))
             state.optimizer_discriminator.zero_grad(set_to_none=True)
             loss_d.backward()
-            row.update(_prefixed("grad_norm", figures.clip_gradients(self.discriminator_networks, settings.grad_clip)))
+            row.update(_prefixed("grad_norm", norms.clip_gradients(self.discriminator_networks, settings.grad_clip)))
             state.optimizer_discriminator.step()
             state.scheduler_discriminator.step()
             row.update(metrics_d)
@@ -191,17 +191,17 @@ class Trainer:
             loss_g, metrics_g = generator_loss(real.float(), fake.float(), outputs, settings.lambdas, self.mel, extra)
         state.optimizer_generator.zero_grad(set_to_none=True)
         loss_g.backward()
-        row.update(_prefixed("grad_norm", figures.clip_gradients({"generator": self.networks["generator"]},
-                                                                 settings.grad_clip)))
-        if figures.SPEAKER_ENCODER in self.networks and not settings.speaker.freeze_encoder:
-            row.update(_prefixed("grad_norm", figures.gradient_norms(
-                {figures.SPEAKER_ENCODER: self.networks[figures.SPEAKER_ENCODER]})))
+        stepped = {"generator": self.networks["generator"]}
+        if norms.SPEAKER_ENCODER in self.networks and not settings.speaker.freeze_encoder:
+            # The speaker encoder steps with the generator's optimizer, so it is clipped with the generator.
+            stepped[norms.SPEAKER_ENCODER] = self.networks[norms.SPEAKER_ENCODER]
+        row.update(_prefixed("grad_norm", norms.clip_gradients(stepped, settings.grad_clip)))
         state.optimizer_generator.step()
         state.scheduler_generator.step()
         row.update(metrics_g)
         row["lr/generator"] = state.scheduler_generator.get_last_lr()[0]
         if logged:
-            row.update(figures.spectral_figures(self.mel(real.float()), self.mel(fake.detach().float())))
+            row.update(norms.spectral_figures(self.mel(real.float()), self.mel(fake.detach().float())))
             if similarity is not None:
                 row["speaker/similarity"] = similarity
         return row
@@ -238,12 +238,12 @@ class Trainer:
                 return {}, None
             with torch.no_grad():
                 generated = self.state.speaker_encoder(fake.detach().squeeze(1))
-            return {}, figures.speaker_similarity(generated, conditioning)
+            return {}, norms.speaker_similarity(generated, conditioning)
         generated = self.state.speaker_encoder(fake.squeeze(1))
         rng = torch.Generator(device=fake.device).manual_seed(self.settings.seed * 1_000_003 + self.state.step)
         loss = contrastive_speaker_loss(generated, conditioning, speakers, speaker.negatives,
                                         speaker.hard_negatives, speaker.temperature, rng)
-        return {"contrastive": loss}, figures.speaker_similarity(generated, conditioning) if logged else None
+        return {"contrastive": loss}, norms.speaker_similarity(generated, conditioning) if logged else None
 
     def generate(self, units: torch.Tensor, reference: torch.Tensor | None) -> torch.Tensor:
         """Inference: units (1, F) and an optional reference clip (1, R) -> audio (1, 1, F * hop)."""
@@ -262,7 +262,7 @@ class Trainer:
         state, settings = self.state, self.settings
         step = state.step
         if self._logged(step):
-            row = {**row, **_prefixed("param_norm", figures.parameter_norms(self.networks)),
+            row = {**row, **_prefixed("param_norm", norms.parameter_norms(self.networks)),
                    "speed/samples_per_second": self._samples_per_second()}
             state.log.append({"step": step, "epoch": state.epoch, "time": round(time.time() - started, 2), **row})
             export_row(self.metrics, row)
@@ -277,7 +277,7 @@ class Trainer:
         if step % settings.checkpoint_every == 0 or stop:
             self._checkpoint()
         if step % settings.keep_every == 0:
-            self.distributed.when_main(lambda: self._save(f"{ckpt.CHECKPOINTS}/step_{step:08d}.pt"))
+            self.distributed.when_main(lambda: self._save(step_checkpoint(step)))
         return stop
 
     # Validation, checkpoints, samples ---------------------------------------------------------
@@ -316,28 +316,28 @@ class Trainer:
         self._checked_step = step = self.state.step
         report = None
         if self.distributed.is_main:
-            report = self.monitor.check(self.state.log, step, figures.parameter_norms(self.networks))
+            report = self.monitor.check(self.state.log, step, norms.parameter_norms(self.networks))
             export_health(self.metrics, report)
         stopping = report is not None and report.status == CRITICAL and self.settings.health.stop_on_critical
         if not self.distributed.agree(stopping):
             return
-        evidence = f"{ckpt.CHECKPOINTS}/critical_step_{step:08d}.pt"
+        evidence = critical_checkpoint(step)
         self.distributed.when_main(lambda: self._save_evidence(evidence))
         self.distributed.barrier()
         raise Unhealthy(self._unhealthy_message(report, evidence))
 
     def _save_evidence(self, key: str) -> None:
         ckpt.save(self.store, key, {"model": self.model_description, **self.state.state_dict()})
-        self.store.write_jsonl(LOG, self.state.log)
+        self.store.write_jsonl(TRAINING_LOG, self.state.log)
 
     def _unhealthy_message(self, report: HealthReport | None, evidence: str) -> str:
         if report is None:
-            return f"rank 0 found training health critical at step {self.state.step}; see {self.store.url(REPORT)}"
-        latest = f"{ckpt.CHECKPOINTS}/latest.pt"
+            return f"rank 0 found training health critical at step {self.state.step}; see {self.store.url(HEALTH_LATEST)}"
+        latest = LATEST_CHECKPOINT
         kept = f"the last good checkpoint {self.store.url(latest)} is kept" if self.store.exists(latest) \
             else "no checkpoint was written before it"
         return (f"training health is {report.summary()}. Stopped ({kept}; the state at the check is in "
-                f"{self.store.url(evidence)}; report {self.store.url(REPORT)}). Fix the cause and rerun to resume, "
+                f"{self.store.url(evidence)}; report {self.store.url(HEALTH_LATEST)}). Fix the cause and rerun to resume, "
                 "or set train.health.stop_on_critical=false to train on regardless")
 
     def _validate(self) -> bool:
@@ -349,18 +349,18 @@ class Trainer:
         if improved:
             state.best_validation = error
             state.validations_without_improvement = 0
-            self.distributed.when_main(lambda: self._save(f"{ckpt.CHECKPOINTS}/best.pt"))
+            self.distributed.when_main(lambda: self._save(BEST_CHECKPOINT))
         else:
             state.validations_without_improvement += 1
         return state.validations_without_improvement >= stopping.patience
 
     def _checkpoint(self) -> None:
-        self.distributed.when_main(lambda: self._save(f"{ckpt.CHECKPOINTS}/latest.pt"))
+        self.distributed.when_main(lambda: self._save(LATEST_CHECKPOINT))
         self.distributed.barrier()
 
     def _save(self, key: str) -> None:
         ckpt.save(self.store, key, {"model": self.model_description, **self.state.state_dict()})
-        self.store.write_jsonl(LOG, self.state.log)
+        self.store.write_jsonl(TRAINING_LOG, self.state.log)
         self.metrics.gauge("train_last_checkpoint_timestamp_seconds", time.time())
 
     @torch.no_grad()
@@ -375,7 +375,7 @@ class Trainer:
             buffer = io.BytesIO()
             soundfile.write(buffer, wave, self.config.prepare.sample_rate, format="WAV", subtype="PCM_16")
             name = self.validation_set.items[index].segment_id
-            self.store.write_bytes(f"{SAMPLES}/step_{self.state.step:08d}/{name}.wav", buffer.getvalue())
+            self.store.write_bytes(f"{TRAIN_SAMPLES}/step_{self.state.step:08d}/{name}.wav", buffer.getvalue())
         generator.train()
 
 

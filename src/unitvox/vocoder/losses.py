@@ -11,15 +11,12 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from unitvox.config import LossWeights, MelSpectrogramConfig
+from unitvox.config import TERM_METRICS, LossWeights, MelSpectrogramConfig
 from unitvox.vocoder.discriminators import DiscriminatorOutputs, FeatureMaps, Logits
 
 # log() of silence would be -inf; HiFi-GAN clamps magnitudes at this floor.
 LOG_FLOOR = 1e-5
 
-# The metric each weighted generator term (a `LossWeights.WEIGHT_KEYS` name) is logged as.
-TERM_METRICS = {"mel": "loss/mel", "adversarial": "loss/adv_gen", "feature_matching": "loss/feature_matching",
-                "contrastive": "loss/contrastive"}
 
 
 def _value(tensor: torch.Tensor) -> float:

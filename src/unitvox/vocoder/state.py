@@ -14,7 +14,7 @@ from unitvox.config import TrainConfig
 from unitvox.vocoder.discriminators import Discriminators
 from unitvox.vocoder.generator import UnitGenerator
 from unitvox.vocoder.lora import apply_lora, lora_parameters
-from unitvox.vocoder.speaker import build_speaker_encoder
+from unitvox.vocoder.speaker_encoder import build_speaker_encoder
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Training diagnosis: health signals over a saved run, discriminator AUC and loss balance from a checkpoint."""
