@@ -84,7 +84,9 @@ LABEL org.opencontainers.image.title="unitvox" \
 # (DataLoader workers, torchrun's children). Its version follows the base's distribution release, which
 # a build argument may change, so the package is not pinned to one release's version string.
 # /scratch is where pods mount their writable emptyDir (HOME, TMPDIR and the caches point there, as the
-# controller's manifests set them); creating it here lets a plain `docker run` work the same way.
+# controller's manifests set them); creating it here lets a plain `docker run` work the same way. It is
+# world-writable and sticky, as /tmp is: Docker gives a tmpfs mounted there (`--read-only --tmpfs
+# /scratch`) this directory's mode, with root as its owner.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends tini \
@@ -92,7 +94,7 @@ RUN apt-get update \
     && groupadd --gid 10001 unitvox \
     && useradd --no-log-init --uid 10001 --gid 10001 --home-dir /scratch --no-create-home \
         --shell /usr/sbin/nologin unitvox \
-    && install -d -o 10001 -g 10001 -m 0750 /scratch
+    && install -d -m 1777 /scratch
 
 ENV PATH=/opt/venv/bin:$PATH \
     VIRTUAL_ENV=/opt/venv \

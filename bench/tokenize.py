@@ -204,6 +204,30 @@ def _checked(measurement: Measurement, command: list[str], log: Path) -> Measure
     return measurement
 
 
+def time_extractor(run: Path, overrides: list[str]) -> float:
+    """Audio seconds per second of the extractor alone over the run's segments: built once, untimed,
+    then `features.extract` on each segment's audio, read beforehand. The stage's ceiling."""
+    import time as clock
+
+    from unitvox import audio
+    from unitvox.config import load
+    from unitvox.store import LocalStore
+    from unitvox.units import features
+
+    config = load(str(REPO / CONFIG), overrides)
+    store = LocalStore(str(run))
+    extractor = features.build_extractor(config.tokenize.features, config.prepare.sample_rate)
+    seconds = busy = 0.0
+    for row in store.read_jsonl("prepare/manifest.jsonl"):
+        with store.local_copy(row["audio"]) as path:
+            samples = audio.read_mono(path)[0]
+        started = clock.perf_counter()
+        features.extract(extractor, samples, config.tokenize.features)
+        busy += clock.perf_counter() - started
+        seconds += len(samples) / config.prepare.sample_rate
+    return seconds / busy
+
+
 def bench_one(extractor: str, scale: int, input_folder: Path, model: Path | None, work: Path) -> dict:
     """Prepare, then time tokenize, for one configuration; a row of the results table."""
     run = work / "runs" / f"{extractor}-x{scale}"
@@ -216,10 +240,12 @@ def bench_one(extractor: str, scale: int, input_folder: Path, model: Path | None
         results[stage] = _checked(run_measured(command, logs[stage]), command, logs[stage])
     audio_seconds = manifest_seconds(run)
     prepare, tokenize = results["prepare"], results["tokenize"]
+    extractor_rate = in_fresh_process(time_extractor, run, overrides)
     return {
         "extractor": extractor, "scale": scale, "audio_seconds": audio_seconds,
         "wall_seconds": tokenize.wall_seconds, "rate": audio_seconds / tokenize.wall_seconds,
         "peak_rss_mib": tokenize.peak_rss_mib, "in_stage_seconds": stage_seconds(logs["tokenize"]),
+        "extractor_rate": extractor_rate,
         "prepare_rate": audio_seconds / prepare.wall_seconds, "prepare_peak_rss_mib": prepare.peak_rss_mib,
     }
 
@@ -256,14 +282,16 @@ def _cpuinfo() -> list[str]:
 
 
 def table_lines(rows: list[dict]) -> list[str]:
-    header = (f"{'extractor':<9} {'scale':>5} {'audio s':>8} {'wall s':>8} {'audio-s/wall-s':>14} "
-              f"{'peak RSS MiB':>12} {'in-stage s':>10}   {'prepare audio-s/wall-s':>22} {'prepare RSS MiB':>15}")
+    header = (f"{'extractor':<9} {'scale':>5} {'audio s':>8} {'wall s':>8} {'stage x RT':>10} "
+              f"{'extractor x RT':>14} {'ratio':>6} {'peak RSS MiB':>12} {'in-stage s':>10}   "
+              f"{'prepare x RT':>12} {'prepare RSS MiB':>15}")
     lines = [header, "-" * len(header)]
     for row in rows:
         lines.append(
             f"{row['extractor']:<9} {str(row['scale']) + 'x':>5} {row['audio_seconds']:>8.1f} "
-            f"{row['wall_seconds']:>8.1f} {row['rate']:>14.2f} {row['peak_rss_mib']:>12.0f} "
-            f"{row['in_stage_seconds']:>10.1f}   {row['prepare_rate']:>22.2f} {row['prepare_peak_rss_mib']:>15.0f}"
+            f"{row['wall_seconds']:>8.1f} {row['rate']:>10.2f} {row['extractor_rate']:>14.2f} "
+            f"{row['rate'] / row['extractor_rate']:>6.2f} {row['peak_rss_mib']:>12.0f} "
+            f"{row['in_stage_seconds']:>10.1f}   {row['prepare_rate']:>12.2f} {row['prepare_peak_rss_mib']:>15.0f}"
         )
     return lines
 
@@ -299,6 +327,8 @@ def main() -> int:
         print("\n".join(machine_lines(load_at_start)))
         print("wall s: the whole `unitvox tokenize` process (start-up, sample, fit, assign, merge); "
               "in-stage s: the same less interpreter start-up, as the CLI reports it")
+        print("stage x RT: audio seconds per wall second of that process; extractor x RT: the extractor alone "
+              "(built once, untimed) on the same segments, config and layer; ratio: stage / extractor")
         print("\n".join(table_lines(rows)))
         print(f"reproduce: {reproduce_command(arguments, kept)}")
         if kept is None:

@@ -2,6 +2,7 @@
 
 Run: .venv/bin/python bench/vocoder.py
      .venv/bin/python bench/vocoder.py --presets tiny v1 --steps 5 --threads 2 --device cpu
+     .venv/bin/python bench/vocoder.py --threads 2 --rtf-only      # real-time factors of every preset alone
 
 For each preset it prints parameter counts, then:
 - real-time factor (RTF): seconds of compute per second of audio, for one 10 s utterance (500 unit
@@ -15,7 +16,8 @@ For each preset it prints parameter counts, then:
   speaker conditioning), on random units, audio and references of the configured batch size and
   segment length.
 The setups: `tiny` trains with jobs/demo.yaml's `train:` section, `v1` with jobs/base.yaml's (the
-default discriminators) and `train.generator.size=v1`. On a GPU (`--device cuda`) the trainer's own
+default discriminators) and `train.generator.size=v1`; `vocos-tiny` and `vocos-base` are the same two
+setups with `train.generator.type=vocos` (and `size=base`), the iSTFT-head generator. On a GPU (`--device cuda`) the trainer's own
 autocast (precision=auto: bf16) applies to both figures.
 """
 
@@ -43,7 +45,7 @@ import torch  # noqa: E402
 from unitvox import config as configuration  # noqa: E402
 from unitvox.store.local import LocalStore  # noqa: E402
 from unitvox.vocoder.build import trainer_without_data, window_frames  # noqa: E402
-from unitvox.vocoder.generator import UnitGenerator, remove_weight_norm  # noqa: E402
+from unitvox.vocoder.generator import make_generator, remove_weight_norm  # noqa: E402
 from unitvox.vocoder.loop import Trainer  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -54,7 +56,10 @@ RTF_SECONDS = 10.0
 SETUPS = {
     "tiny": ("jobs/demo.yaml", [], 10),
     "v1": ("jobs/base.yaml", ["train.generator.size=v1"], 2),
+    "vocos-tiny": ("jobs/demo.yaml", ["train.generator.type=vocos"], 10),
+    "vocos-base": ("jobs/base.yaml", ["train.generator.type=vocos", "train.generator.size=base"], 2),
 }
+REFERENCE = "v1"  # every real-time factor is also given as a multiple of this preset's
 
 
 @dataclass
@@ -70,8 +75,8 @@ class Result:
     batch_size: int
     segment_seconds: float
     steps: int
-    generator_only_seconds: float
-    gan_seconds: float
+    generator_only_seconds: float | None
+    gan_seconds: float | None
 
 
 def parse_arguments() -> argparse.Namespace:
@@ -79,11 +84,13 @@ def parse_arguments() -> argparse.Namespace:
         description="Time the unit vocoder: generator real-time factor and training steps per second.",
         epilog="examples:\n  .venv/bin/python bench/vocoder.py\n"
                "  .venv/bin/python bench/vocoder.py --presets tiny --steps 20 --threads 1\n"
+               "  .venv/bin/python bench/vocoder.py --threads 2 --rtf-only\n"
                "  .venv/bin/python bench/vocoder.py --device cuda --batch-size 16",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--presets", nargs="+", default=list(SETUPS), choices=list(SETUPS),
-                        help="generator presets to time (default: tiny v1)")
+                        help="generator presets to time (default: all, {' '.join(SETUPS)})")
+    parser.add_argument("--rtf-only", action="store_true", help="time the generators only, no training steps")
     parser.add_argument("--steps", type=int,
                         help="timed training steps per phase (default: tiny 10, v1 2)")
     parser.add_argument("--warmup-steps", type=int, default=1,
@@ -214,13 +221,13 @@ def real_time_factor(trainer: Trainer, generator: torch.nn.Module, runs: int) ->
     return elapsed / (frames * hop / sample_rate)
 
 
-def folded_copy(generator: UnitGenerator, device: torch.device) -> UnitGenerator:
-    """A separate generator with the same weights and weight norm removed.
+def folded_copy(config: configuration.Config, generator: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """A separate generator with the same weights and weight norm removed (a vocos one has none to remove).
 
     Not copy.deepcopy: a deep copy shares the parametrized module classes with the original, and
     removing the parametrization from the copy deletes `weight` from those shared classes.
     """
-    folded = UnitGenerator(generator.config, generator.num_units).to(device)
+    folded = make_generator(config.train.generator, NUM_UNITS).to(device)
     folded.load_state_dict(generator.state_dict())
     return remove_weight_norm(folded)
 
@@ -237,12 +244,14 @@ def bench_preset(preset: str, arguments: argparse.Namespace, device: torch.devic
     steps = arguments.steps or SETUPS[preset][2]
     say(f"{preset}: real-time factor ({arguments.runs} runs)")
     rtf_weight_norm = real_time_factor(trainer, state.generator, arguments.runs)
-    rtf_folded = real_time_factor(trainer, folded_copy(state.generator, device), arguments.runs)
-    batch = random_batch(config, device)
-    say(f"{preset}: {steps} generator-only steps, batch {settings.batch_size} x {settings.segment_seconds} s")
-    generator_only = seconds_per_step(trainer, batch, False, arguments.warmup_steps, steps)
-    say(f"{preset}: {steps} GAN steps")
-    gan = seconds_per_step(trainer, batch, True, arguments.warmup_steps, steps)
+    rtf_folded = real_time_factor(trainer, folded_copy(config, state.generator, device), arguments.runs)
+    generator_only = gan = None
+    if not arguments.rtf_only:
+        batch = random_batch(config, device)
+        say(f"{preset}: {steps} generator-only steps, batch {settings.batch_size} x {settings.segment_seconds} s")
+        generator_only = seconds_per_step(trainer, batch, False, arguments.warmup_steps, steps)
+        say(f"{preset}: {steps} GAN steps")
+        gan = seconds_per_step(trainer, batch, True, arguments.warmup_steps, steps)
     return Result(
         preset=preset,
         generator_parameters=parameters(state.generator),
@@ -300,19 +309,24 @@ def _millions(count: int) -> str:
 
 
 def table_lines(results: list[Result]) -> list[str]:
-    header = (f"{'preset':<6} {'G params':>8} {'speaker enc':>11} {'D params (mpd+mrd)':>22} {'RTF':>7} {'x-real':>7} "
-              f"{'RTF folded':>10} {'x-real':>7}   {'batch':>11} {'steps':>5} {'G-only s/step':>13} "
-              f"{'G-only step/s':>13} {'GAN s/step':>10} {'GAN step/s':>10} {'D share':>7}")
+    reference = next((r for r in results if r.preset == REFERENCE), None)
+    header = (f"{'preset':<10} {'G params':>8} {'speaker enc':>11} {'D params (mpd+mrd)':>22} {'RTF':>7} {'x-real':>7} "
+              f"{'RTF folded':>10} {'x-real':>7} {f'x {REFERENCE}':>6}   {'batch':>11} {'steps':>5} "
+              f"{'G-only s/step':>13} {'G-only step/s':>13} {'GAN s/step':>10} {'GAN step/s':>10} {'D share':>7}")
     lines = [header, "-" * len(header)]
     for r in results:
         discriminators = "+".join(_millions(count) for count in r.discriminator_parameters.values())
-        share = (r.gan_seconds - r.generator_only_seconds) / r.gan_seconds
         encoder = "off" if r.speaker_encoder_parameters is None else _millions(r.speaker_encoder_parameters)
+        ratio = f"{reference.rtf_folded / r.rtf_folded:>6.1f}" if reference else f"{'-':>6}"
+        steps = f"{'-':>13} {'-':>13} {'-':>10} {'-':>10} {'-':>7}"
+        if r.gan_seconds is not None:
+            share = (r.gan_seconds - r.generator_only_seconds) / r.gan_seconds
+            steps = (f"{r.generator_only_seconds:>13.3f} {1 / r.generator_only_seconds:>13.3g} {r.gan_seconds:>10.3f} "
+                     f"{1 / r.gan_seconds:>10.3g} {share:>7.0%}")
         lines.append(
-            f"{r.preset:<6} {_millions(r.generator_parameters):>8} {encoder:>11} {discriminators:>22} "
+            f"{r.preset:<10} {_millions(r.generator_parameters):>8} {encoder:>11} {discriminators:>22} "
             f"{r.rtf_weight_norm:>7.4f} {1 / r.rtf_weight_norm:>7.1f} {r.rtf_folded:>10.4f} {1 / r.rtf_folded:>7.1f}"
-            f"   {f'{r.batch_size} x {r.segment_seconds:g} s':>11} {r.steps:>5} {r.generator_only_seconds:>13.3f} "
-            f"{1 / r.generator_only_seconds:>13.3g} {r.gan_seconds:>10.3f} {1 / r.gan_seconds:>10.3g} {share:>7.0%}"
+            f" {ratio}   {f'{r.batch_size} x {r.segment_seconds:g} s':>11} {r.steps:>5} {steps}"
         )
     return lines
 
@@ -321,6 +335,7 @@ def reproduce_command(arguments: argparse.Namespace) -> str:
     python = os.path.relpath(sys.executable, REPO) if sys.executable.startswith(str(REPO)) else sys.executable
     command = [python, "bench/vocoder.py", "--presets", *arguments.presets, "--device", arguments.device,
                "--warmup-steps", str(arguments.warmup_steps), "--runs", str(arguments.runs)]
+    command += ["--rtf-only"] if arguments.rtf_only else []
     for flag in ("steps", "batch_size", "segment_seconds", "threads"):
         value = getattr(arguments, flag)
         if value is not None:
@@ -343,11 +358,13 @@ def main() -> int:
     print()
     print("\n".join(machine_lines(device, other_seconds, wall_seconds)))
     print(f"RTF: compute s per audio s, one {RTF_SECONDS:g} s utterance, batch 1, inference_mode, median of "
-          f"{arguments.runs} after a warm-up; folded: weight norm removed. x-real = 1 / RTF")
+          f"{arguments.runs} after a warm-up; folded: weight norm removed. x-real = 1 / RTF; "
+          f"x {REFERENCE}: folded x-real over {REFERENCE}'s, in this run")
     print(f"steps: Trainer.train_step on random data, mean of the timed steps after {arguments.warmup_steps} "
           "warm-up; G-only: generator warm-up phase (mel loss only); GAN: discriminator + generator update; "
           "D share = (GAN - G-only) / GAN")
     print("setups: tiny = jobs/demo.yaml train section; v1 = jobs/base.yaml train section + train.generator.size=v1; "
+          "vocos-tiny, vocos-base: the same with train.generator.type=vocos (vocos-base: size=base); "
           "speaker enc: the speaker encoder's parameters when the setup conditions on speakers (its "
           "contrastive loss is in both step kinds)")
     print("\n".join(table_lines(results)))

@@ -238,7 +238,7 @@ def pod(image, tmp_path_factory) -> Iterator[Pod]:
     name = f"unitvox-test-{uuid.uuid4().hex[:8]}"
     started = time.monotonic()
     docker("run", "--detach", "--name", name, "--user", RUN_AS, "--read-only",
-           "--tmpfs", "/scratch:rw,mode=1777,size=2g", "--network", "none", "--env", "OMP_NUM_THREADS=1",
+           "--tmpfs", "/scratch:rw,size=2g", "--network", "none", "--env", "OMP_NUM_THREADS=1",
            "--volume", f"{corpus}:{Pod.CORPUS}:ro", "--volume", f"{run}:{Pod.RUN}",
            "--entrypoint", "/usr/bin/tini", image, "--", "sh", "-c", waiting, timeout=600)
     try:

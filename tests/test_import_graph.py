@@ -13,9 +13,9 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = "unitvox"
 # The pipeline's top layer: what runs stages, Jobs, sweeps and diagnoses.
-TOP = ("stages", "controller", "ablations", "diagnostics")
+TOP = ("stages", "controller", "ablations", "diagnostics", "use")
 # Usable without the pipeline (model code, health, units, metrics) and the ground under them.
-BELOW_TOP = ("vocoder", "units", "health", "evaluation", "store", "prometheus", "config",
+BELOW_TOP = ("model", "vocoder", "units", "health", "evaluation", "store", "prometheus", "config",
              "layout", "errors", "registry", "report", "audio", "exitcodes", "filterlist")
 
 

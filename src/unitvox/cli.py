@@ -8,6 +8,7 @@ failed, 4 training stopped on a critical health check, 143 stopped by SIGTERM af
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
@@ -15,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from unitvox import __version__, exitcodes
+from unitvox import __version__, exitcodes, preflight
 from unitvox.config import ConfigError, load, to_yaml
 from unitvox.errors import IncompleteError, Interrupted, Unhealthy
 from unitvox.layout import CONFIG
@@ -157,7 +158,8 @@ def _job_completion_index() -> int | None:
 
 def _validate(args: argparse.Namespace) -> int:
     config = load(args.config, args.overrides)
-    print(f"{args.config}: valid")
+    preflight.check(config, run=args.run)  # the packages, model folders and bucket it needs
+    print(f"{args.config}: valid" + (f" for {args.run}" if args.run else ""))
     for section in STAGES:
         print(f"  {section}: config hash {config.stage_hash(section)[:12]}")
     return 0
@@ -165,6 +167,8 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _validate_arguments(parser: argparse.ArgumentParser) -> None:
     _add_config_arguments(parser)
+    parser.add_argument("--run", "--run-root", dest="run",
+                        help="also check the run root: an s3:// one must answer and its bucket exist")
 
 
 def _pipeline(args: argparse.Namespace) -> int:
@@ -172,9 +176,10 @@ def _pipeline(args: argparse.Namespace) -> int:
     from unitvox.controller.local import StepFailed, run_pipeline, summary_lines
 
     config = load(args.config, args.overrides)
+    stages = args.stages.split(",") if args.stages else None
+    preflight.check(config, stages or config.pipeline.stages, run=args.run)  # refuse before the first stage
     store = open_store(args.run)
     store.write_text(CONFIG, to_yaml(config, "# The resolved config of this run, written by unitvox pipeline\n"))
-    stages = args.stages.split(",") if args.stages else None
     try:
         reports = run_pipeline(config, store, config_uri=store.url(CONFIG), stages=stages, force=args.force)
     except StepFailed as failure:
@@ -286,6 +291,14 @@ def _demo_corpus_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--utterances", type=int, default=8, help="utterances per speaker")
 
 
+def _use_commands() -> dict[str, tuple]:
+    """export, encode, vocode and resynthesize (unitvox.use.commands); torch loads only when one runs."""
+    from unitvox.use import commands
+
+    return {name: (functools.partial(commands.run, name), help_text, commands.EXAMPLES[name],
+                   functools.partial(commands.add_arguments, name)) for name, help_text in commands.HELP.items()}
+
+
 def _k8s(args: argparse.Namespace) -> int:
     # lazy: keeps torch, sklearn, matplotlib and kubernetes off the path of `unitvox --help`
     from unitvox.controller import commands
@@ -309,7 +322,9 @@ def _k8s_examples() -> str:
 
 COMMANDS = {
     "validate": (_validate, "check a config without running anything",
-                 "examples:\n  unitvox validate --config jobs/base.yaml --set tokenize.kmeans.k=50", _validate_arguments),
+                 "examples:\n  unitvox validate --config jobs/base.yaml --set tokenize.kmeans.k=50\n"
+                 "  unitvox validate --config jobs/base.yaml --run s3://bucket/runs/exp1   # and the bucket",
+                 _validate_arguments),
     **{
         stage: (_make_stage_command(stage), f"run the {stage} stage", _STAGE_EXAMPLES[stage], _stage_arguments)
         for stage in STAGES
@@ -322,6 +337,7 @@ COMMANDS = {
                _ablate_arguments),
     "diagnose": (_diagnose, "diagnose a run: its data, a checkpoint, speaker embeddings or training health",
                  _diagnose_examples(), _diagnose_arguments),
+    **_use_commands(),
     "k8s": (_k8s, "render, submit, follow and cancel a run's Jobs on Kubernetes", _k8s_examples(), _k8s_arguments),
     "demo-corpus": (_demo_corpus, "synthesise the small multi-speaker demo corpus (espeak-ng)",
                     "examples:\n  unitvox demo-corpus --out runs/demo-corpus", _demo_corpus_arguments),

@@ -33,7 +33,9 @@ CENTROIDS_FILE = "centroids.npy"
 FINGERPRINT_FILE = "codebook.json"
 CODEBOOK_CENTROIDS = f"{CODEBOOK}/{CENTROIDS_FILE}"
 CODEBOOK_FINGERPRINT = f"{CODEBOOK}/{FINGERPRINT_FILE}"
-TOKENIZE_SAMPLE = f"{TOKENIZE}/sample"
+TOKENIZE_SAMPLE = f"{TOKENIZE}/sample"  # <sample id>/<shard>.npz, features.json, cache/<segment>.npy
+SAMPLE_FEATURES_FILE = "features.json"  # the extractor's fingerprint, beside the sample shards
+SAMPLE_CACHE_DIR = "cache"  # the sampled segments' whole features, kept for assign (costly extractors only)
 TOKENIZE_PARTS = f"{TOKENIZE}/parts"
 UNITS = f"{TOKENIZE}/units.jsonl"
 TOKENIZE_REPORT = f"{TOKENIZE}/report.json"
@@ -49,6 +51,7 @@ TRAINING_LOG = f"{TRAIN}/training_log.jsonl"
 CHECKPOINTS = f"{TRAIN}/checkpoints"
 LATEST_CHECKPOINT = f"{CHECKPOINTS}/latest.pt"
 BEST_CHECKPOINT = f"{CHECKPOINTS}/best.pt"
+CHECKPOINTS_ARCHIVE = f"{TRAIN}/checkpoints.old"  # checkpoint lines a fresh start set aside, one folder each
 TRAIN_SAMPLES = f"{TRAIN}/samples"
 HEALTH = f"{TRAIN}/health"
 HEALTH_LATEST = f"{HEALTH}/latest.json"
@@ -56,6 +59,11 @@ HEALTH_LATEST = f"{HEALTH}/latest.json"
 
 def step_checkpoint(step: int) -> str:
     return f"{CHECKPOINTS}/step_{step:08d}.pt"
+
+
+def archived_checkpoints(stamp: str) -> str:
+    """The folder a fresh start moves the previous checkpoints (and their training log) to; `stamp` is UTC time."""
+    return f"{CHECKPOINTS_ARCHIVE}/{stamp}"
 
 
 def critical_checkpoint(step: int) -> str:
@@ -68,6 +76,13 @@ EVALUATE_PARTS = f"{EVALUATE}/parts"
 EVALUATE_METRICS = f"{EVALUATE}/metrics.json"
 EVALUATE_SUMMARY = f"{EVALUATE}/summary.md"
 EVALUATE_JUNIT = f"{EVALUATE}/junit.xml"
+EVALUATE_REPORT = f"{EVALUATE}/report.html"  # the page to look at and listen to; its audio beside it
+EVALUATE_AUDIO = f"{EVALUATE}/audio"          # <segment>.original.wav, <segment>.resynthesis.wav, <segment>.mel.png
+
+
+def evaluate_audio(segment_id: str, kind: str) -> str:
+    """One held-out segment's file for the report: kind is original.wav, resynthesis.wav or mel.png."""
+    return f"{EVALUATE_AUDIO}/{segment_id}.{kind}"
 
 # diagnose: one folder per kind, each with report.json, report.md and its plots
 DIAGNOSE = "diagnose"

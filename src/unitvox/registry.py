@@ -13,6 +13,7 @@ registration, never a name list kept by hand.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -45,3 +46,23 @@ def _origin(implementation: object) -> tuple[str, str]:
 def unknown(what: str, name: str, table: dict) -> str:
     """The message for a name the registry does not hold, listing what it does."""
     return f"unknown {what} {name!r}; choose one of {sorted(table)}"
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """A package a plug-in imports when it runs; `unitvox.preflight` checks it before a run starts.
+
+    A plug-in declares what it needs as a class attribute, `requires = (Requirement(...), ...)`.
+
+    Attributes:
+        module: the top-level module to look for (`importlib.util.find_spec`), e.g. "webrtcvad".
+        install: the command that installs it, e.g. "pip install --no-deps resemblyzer webrtcvad-wheels".
+    """
+
+    module: str
+    install: str
+
+
+def requirements(implementation: object) -> tuple[Requirement, ...]:
+    """What a registered plug-in declares it needs (its `requires`), or nothing."""
+    return tuple(getattr(implementation, "requires", ()))

@@ -19,20 +19,20 @@ from unitvox.evaluation.gates import (
 )
 
 ROWS = [
-    {"utterance": "spk1-a", "snr_db": 14.0, "mcd": 4.0, "length_ratio": 1.0, "speaker_similarity": 0.9},
-    {"utterance": "spk1-b", "snr_db": 10.0, "mcd": 6.0, "length_ratio": 0.99, "speaker_similarity": 0.8},
-    {"utterance": "spk2-a", "snr_db": -3.0, "mcd": 9.0, "length_ratio": 1.0, "speaker_similarity": math.nan},
+    {"utterance": "spk1-a", "snr_db": 14.0, "mcd_dtw": 4.0, "length_ratio": 1.0, "speaker_similarity": 0.9},
+    {"utterance": "spk1-b", "snr_db": 10.0, "mcd_dtw": 6.0, "length_ratio": 0.99, "speaker_similarity": 0.8},
+    {"utterance": "spk2-a", "snr_db": -3.0, "mcd_dtw": 9.0, "length_ratio": 1.0, "speaker_similarity": math.nan},
 ]
 
 
 def test_gates_from_config_reads_metric_statistic_and_comparison():
     gates = gates_from_config({
-        "snr_db_min": 10, "mcd_max": 8.5, "length_ratio_min": 0.98, "length_ratio_max": 1.02,
-        "speaker_similarity_median_min": 0.75, "mcd_median_max": None,
+        "snr_db_min": 10, "mcd_dtw_max": 8.5, "length_ratio_min": 0.98, "length_ratio_max": 1.02,
+        "speaker_similarity_median_min": 0.75, "mcd_dtw_median_max": None,
     })
     assert gates == [
         Gate("snr_db", "min", 10.0),
-        Gate("mcd", "max", 8.5),
+        Gate("mcd_dtw", "max", 8.5),
         Gate("length_ratio", "min", 0.98),
         Gate("length_ratio", "max", 1.02),
         Gate("speaker_similarity", "min", 0.75, statistic="median"),
@@ -43,7 +43,7 @@ def test_gates_from_config_reads_metric_statistic_and_comparison():
 
 @pytest.mark.parametrize("key, message", [
     ("snr_db_minimum", "'snr_db_minimum': the key must end in _min or _max"),
-    ("pesq_min", "'pesq_min': unknown metric 'pesq'"),
+    ("utmos_min", "'utmos_min': unknown metric 'utmos'"),
     ("snr_db_p90_min", "'snr_db_p90_min': unknown metric 'snr_db_p90'"),
     ("min", "'min': unknown metric ''"),
 ])
@@ -75,18 +75,18 @@ def test_summarise_gives_mean_median_and_counts_ignoring_nan():
 
 
 def test_summarise_of_an_all_nan_metric_is_nan():
-    summary = summarise([{"mcd": math.nan}, {"mcd": np.float32("nan")}])
-    assert math.isnan(summary["mcd_mean"]) and math.isnan(summary["mcd_median"])
-    assert summary["mcd_nan_count"] == 2
+    summary = summarise([{"mcd_dtw": math.nan}, {"mcd_dtw": np.float32("nan")}])
+    assert math.isnan(summary["mcd_dtw_mean"]) and math.isnan(summary["mcd_dtw_median"])
+    assert summary["mcd_dtw_nan_count"] == 2
 
 
 def test_gates_pass_and_fail_and_set_the_exit_code():
     summary = summarise(ROWS)
-    passing = evaluate_gates(summary, gates_from_config({"snr_db_min": 5.0, "mcd_max": 8.0}))
+    passing = evaluate_gates(summary, gates_from_config({"snr_db_min": 5.0, "mcd_dtw_max": 8.0}))
     assert [result.passed for result in passing] == [True, True]
     assert gates_exit_code(passing) == 0
 
-    results = evaluate_gates(summary, gates_from_config({"snr_db_median_min": 12.0, "mcd_max": 6.5}))
+    results = evaluate_gates(summary, gates_from_config({"snr_db_median_min": 12.0, "mcd_dtw_max": 6.5}))
     assert [result.passed for result in results] == [False, True]
     assert results[0].value == pytest.approx(10.0)
     assert results[0].threshold == 12.0
@@ -95,7 +95,7 @@ def test_gates_pass_and_fail_and_set_the_exit_code():
 
 
 def test_bounds_are_inclusive():
-    results = evaluate_gates({"mcd_mean": 6.0}, [Gate("mcd", "max", 6.0), Gate("mcd", "min", 6.0)])
+    results = evaluate_gates({"mcd_dtw_mean": 6.0}, [Gate("mcd_dtw", "max", 6.0), Gate("mcd_dtw", "min", 6.0)])
     assert all(result.passed for result in results)
 
 
@@ -119,7 +119,7 @@ def test_a_nan_metric_fails_its_gate():
 
 def failing_results():
     """Gate results on ROWS: mean SNR 7 < 15 and mean MCD 6.33 > 6 fail, mean length ratio 0.997 passes."""
-    gates = gates_from_config({"snr_db_min": 15.0, "mcd_max": 6.0, "length_ratio_min": 0.9})
+    gates = gates_from_config({"snr_db_min": 15.0, "mcd_dtw_max": 6.0, "length_ratio_min": 0.9})
     return evaluate_gates(summarise(ROWS), gates)
 
 
@@ -130,7 +130,7 @@ def test_junit_xml_parses_with_one_case_per_gate_and_the_failures():
     assert suite.get("name") == "vocoder.evaluate"
     assert suite.get("tests") == "3" and suite.get("failures") == "2"
     cases = suite.findall("testcase")
-    assert [case.get("name") for case in cases] == ["snr_db_min", "mcd_max", "length_ratio_min"]
+    assert [case.get("name") for case in cases] == ["snr_db_min", "mcd_dtw_max", "length_ratio_min"]
     failures = [case.find("failure") for case in cases]
     assert [failure is not None for failure in failures] == [True, True, False]
     assert failures[0].get("message") == "snr_db_mean = 7 is below the minimum 15"
@@ -143,14 +143,16 @@ def test_summary_markdown_has_plain_pass_fail_words_and_the_worst_utterances():
     assert "Result: FAIL (2 of 3 gates failed)" in text
     assert "| snr_db_min | FAIL | snr_db_mean = 7 is below the minimum 15 |" in text
     assert "| length_ratio_min | PASS |" in text
-    assert "| snr_db | 7.000 | 10.000 | 3 | 0 |" in text
+    assert "| snr_db | higher is better | - | 7.000 | 10.000 | 3 | 0 |" in text
+    beside = summary_markdown(summarise(ROWS), results, ROWS, original_summary={"snr_db_mean": 99.0})
+    assert "| snr_db | higher is better | 99.000 | 7.000 |" in beside
     worst = text.split("## Worst utterances by SNR")[1]
     assert worst.index("spk2-a") < worst.index("spk1-b")
     assert "spk1-a" not in worst, "only the two worst utterances are listed"
 
 
 def test_summary_markdown_reports_success():
-    results = evaluate_gates(summarise(ROWS), gates_from_config({"mcd_max": 10.0}))
+    results = evaluate_gates(summarise(ROWS), gates_from_config({"mcd_dtw_max": 10.0}))
     assert "Result: PASS (1 of 1 gates passed)" in summary_markdown(summarise(ROWS), results, ROWS)
 
 

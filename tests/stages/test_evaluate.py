@@ -55,7 +55,12 @@ def test_evaluate_writes_reports_and_its_exit_code_follows_the_gates(trained_run
     metrics = json.loads((root / METRICS).read_text())
     held_out = json.loads((root / "train" / "split.json").read_text())["validation"]
     assert [row["utterance"] for row in metrics["utterances"]] == held_out[: len(metrics["utterances"])]
-    assert {"snr_db", "mcd", "length_ratio", "speaker_similarity", "reference_rms_dbfs"} <= set(metrics["utterances"][0])
+    assert {"snr_db", "mcd_mfcc_frames", "length_ratio", "speaker_similarity", "reference_rms_dbfs", "wer", "cer",
+            "gpe", "vde", "ffe", "f0_rmse_cents", "dnsmos_overall", "mcd_dtw", "pesq", "stoi"} <= set(metrics["utterances"][0])
+    original = metrics["original"]["summary"]
+    assert original["wer_mean"] == 0.0 and original["ffe_mean"] == 0.0 and original["stoi_mean"] == 1.0
+    assert 1.0 <= original["dnsmos_overall_mean"] <= 5.0
+    assert any("ASR: pocketsphinx" in note for note in metrics["notes"])
     assert 0.95 < metrics["summary"]["length_ratio_mean"] <= 1.0
     assert "PASS" in (root / SUMMARY).read_text()
 

@@ -158,3 +158,34 @@ def test_killed_assign_shard_resumes_to_identical_output(prepared_run, tmp_path)
     assert f"resumed: {done_before}" in rerun.stdout or f"resumed: {done_before - 1}" in rerun.stdout
     run_stage(config, store, "tokenize", phase="merge")
     assert store.read_bytes(UNITS) == reference.read_bytes(UNITS)
+
+
+def test_assign_reuses_the_sampled_features_with_identical_units(prepared_run, tmp_path, tiny_wav2vec2, monkeypatch):
+    """The ssl sample's features are kept for assign: the same units as extracting again, and no encoder load."""
+    from unitvox.layout import TOKENIZE_SAMPLE
+    from unitvox.stages import tokenize
+
+    config = _config("tokenize.features.extractor=ssl", f"tokenize.features.model={tiny_wav2vec2}",
+                     "tokenize.features.layer=2", "tokenize.shards=2")
+    runs = {}
+    for name in ("reused", "extracted"):
+        store = runs[name] = _copy(prepared_run, tmp_path, name)
+        for phase in ("sample", "fit"):
+            for shard in [Shard(i, 2) for i in range(2)] if phase == "sample" else [None]:
+                run_stage(config, store, "tokenize", phase=phase, shard=shard)
+        cached = [key for key in store.list(f"{TOKENIZE_SAMPLE}/") if key.endswith(".npy")]
+        assert cached, "the sample phase keeps the ssl features of its segments"
+        if name == "extracted":
+            for key in cached:
+                store.delete(key)
+    with monkeypatch.context() as patched:
+        # Every segment of the demo corpus is in the sample, so assign never needs the encoder.
+        patched.setattr(tokenize, "_extractor", lambda config: pytest.fail("assign built the extractor"))
+        for index in range(2):
+            run_stage(config, runs["reused"], "tokenize", phase="assign", shard=Shard(index, 2))
+    for index in range(2):
+        run_stage(config, runs["extracted"], "tokenize", phase="assign", shard=Shard(index, 2))
+    for store in runs.values():
+        run_stage(config, store, "tokenize", phase="merge")
+        assert not [key for key in store.list(f"{TOKENIZE_SAMPLE}/") if key.endswith(".npy")], "merge drops the cache"
+    assert runs["reused"].read_bytes(UNITS) == runs["extracted"].read_bytes(UNITS)

@@ -1,6 +1,7 @@
 """train: a smoke run of the shipped tiny config, SIGTERM and resume, DDP on CPU, mismatched checkpoints."""
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -101,8 +102,13 @@ def test_checkpoint_from_another_model_is_refused(tokenized_run, tmp_path):
         fit(Context(_config("train.max_steps=2", "train.generator.resblock=grouped",
                             "train.generator.size=custom"), store))
     message = str(refused.value)
-    assert "generator.resblock: checkpoint 'hifigan', expected 'grouped'" in message
-    assert "generator.size: checkpoint 'tiny', expected 'custom'" in message
+    assert "train.generator.resblock: checkpoint 'hifigan', now 'grouped'" in message
+    assert "train.generator.size: checkpoint 'tiny', now 'custom'" in message
+    # Started over, such a checkpoint is refused by the model check, for the same keys.
+    with pytest.raises(ckpt.CheckpointMismatch, match="generator.resblock: checkpoint 'hifigan', expected 'grouped'"):
+        ckpt.load_generator_weights(store, LATEST, ckpt.describe_model(
+            _config("train.generator.resblock=grouped", "train.generator.size=custom"),
+            store.read_json("tokenize/codebook/codebook.json")))
 
 
 def test_checkpoint_from_another_codebook_is_refused(tokenized_run, tmp_path):
@@ -164,3 +170,81 @@ def test_the_speaker_encoder_is_clipped_with_the_generator(tokenized_run, tmp_pa
     run_stage(_config("train.max_steps=2", "train.generator_warmup_steps=1", "train.speaker.enabled=true",
                       "train.speaker.freeze_encoder=false"), store, "train")
     assert ["generator", norms.SPEAKER_ENCODER] in clipped, clipped
+
+
+# Resuming: only the checkpoint line of the same config and inputs --------------------------------
+
+
+def _train_argv(store, *overrides):
+    argv = ["train", "--config", "jobs/demo.yaml", "--run", store.uri]
+    for override in [*SHRINK, *overrides]:
+        argv += ["--set", override]
+    return argv
+
+
+def test_a_resume_after_a_learning_rate_change_is_refused_naming_the_key(tokenized_run, tmp_path, capsys):
+    from unitvox.cli import main
+
+    store = _run(tokenized_run, tmp_path)
+    run_stage(_config("train.max_steps=1"), store, "train")
+    before = {key: store.sha256(key) for key in store.list("train/")}
+    with pytest.raises(ckpt.ResumeRefused) as refused:
+        run_stage(_config("train.max_steps=2", "train.lr_generator=0.001"), store, "train")
+    message = str(refused.value)
+    assert f"train.lr_generator: checkpoint {_config().train.lr_generator}, now 0.001" in message
+    assert "max_steps" not in message, "raising max_steps never blocks a resume"
+    assert "train.resume=fresh" in message and "--force" in message
+    assert main(_train_argv(store, "train.max_steps=2", "train.lr_generator=0.001")) == 2
+    assert "train.lr_generator: checkpoint" in capsys.readouterr().err
+    assert {key: store.sha256(key) for key in store.list("train/")} == before, "a refusal changes nothing in train/"
+
+
+def test_a_resume_after_a_new_codebook_is_refused_naming_the_input(tokenized_run, tmp_path):
+    from unitvox.layout import CODEBOOK_FINGERPRINT
+
+    store = _run(tokenized_run, tmp_path)
+    run_stage(_config("train.max_steps=1"), store, "train")
+    codebook = store.read_json(CODEBOOK_FINGERPRINT)
+    store.write_json(CODEBOOK_FINGERPRINT, {**codebook, "hash": "0" * 64})  # as tokenize with another codebook
+    with pytest.raises(ckpt.ResumeRefused) as refused:
+        fit(Context(_config("train.max_steps=2"), store))
+    assert f"input codebook: checkpoint '{codebook['hash']}', now '{'0' * 64}'" in str(refused.value)
+
+
+def test_raising_max_steps_resumes_the_same_line(tokenized_run, tmp_path):
+    store = _run(tokenized_run, tmp_path)
+    run_stage(_config("train.max_steps=1", "train.generator_warmup_steps=1"), store, "train")
+    lineage = ckpt.load(store, LATEST)["lineage"]
+    result = run_stage(_config("train.max_steps=3", "train.generator_warmup_steps=1", "train.log_every=2",
+                               "train.device=cpu"), store, "train")
+    assert result.status == "ran"
+    payload = ckpt.load(store, LATEST)
+    assert payload["counters"]["step"] == 3 and payload["lineage"] == lineage
+    steps = [row["step"] for row in store.read_jsonl("train/training_log.jsonl") if "loss/mel" in row]
+    assert steps[0] == 1, "the resumed run keeps the first run's log"
+    assert not list(store.list("train/checkpoints.old/"))
+
+
+def test_resume_fresh_starts_over_and_keeps_the_old_checkpoints(tokenized_run, tmp_path):
+    from unitvox.layout import CHECKPOINTS_ARCHIVE, TRAINING_LOG
+
+    store = _run(tokenized_run, tmp_path)
+    run_stage(_config("train.max_steps=2"), store, "train")
+    old = store.sha256(LATEST)
+    changed = ["train.max_steps=1", "train.lr_generator=0.001", "train.resume=fresh"]
+    assert _config(*changed).stage_hash("train") == _config(*changed[:2]).stage_hash("train"), \
+        "train.resume only says how to run"
+    run_stage(_config(*changed), store, "train")
+    archived = sorted(store.list(f"{CHECKPOINTS_ARCHIVE}/"))
+    folders = {key.rsplit("/", 1)[0] for key in archived}
+    assert len(folders) == 1 and re.fullmatch(rf"{CHECKPOINTS_ARCHIVE}/\d{{8}}T\d{{6}}Z", folders.pop())
+    kept_latest = next(key for key in archived if key.endswith("/latest.pt"))
+    assert store.sha256(kept_latest) == old and ckpt.load(store, kept_latest)["counters"]["step"] == 2
+    assert any(key.endswith("/" + TRAINING_LOG.rsplit("/", 1)[-1]) for key in archived)
+    payload = ckpt.load(store, LATEST)
+    assert payload["counters"]["step"] == 1, "a fresh start counts from 0"
+    assert payload["lineage"]["config"]["lr_generator"] == 0.001
+    # The new line resumes under the same command (a preempted pod reruns it): nothing more is archived.
+    run_stage(_config("train.max_steps=2", "train.lr_generator=0.001", "train.resume=fresh"), store, "train")
+    assert ckpt.load(store, LATEST)["counters"]["step"] == 2
+    assert sorted(store.list(f"{CHECKPOINTS_ARCHIVE}/")) == archived

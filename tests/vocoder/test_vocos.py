@@ -1,10 +1,29 @@
-"""The Vocos-style generator: output length, the iSTFT head, speaker FiLM, LoRA, receptive field, bf16."""
+"""The `vocos` generator: output length, the iSTFT head, speaker FiLM, LoRA, receptive field, bf16, presets,
+and a vocos run through the real train stage, its checkpoint refused by a hifigan config and diagnosed.
 
+Run: OMP_NUM_THREADS=1 .venv/bin/python -m pytest tests/vocoder/test_vocos.py -q
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
 import pytest
 import torch
+from tiny_training import SHRINK
 
-from unitvox.config import LoraConfig
-from unitvox.vocoder.lora import apply_lora, lora_parameters, merge_lora
+from unitvox.config import GENERATOR_TYPES, ConfigError, LoraConfig, generator_preset, load
+from unitvox.diagnostics.checkpoint.checkpoint_diagnosis import diagnose_checkpoint
+from unitvox.layout import LATEST_CHECKPOINT
+from unitvox.stages import Context, run_stage
+from unitvox.stages.train import fit
+from unitvox.store import LocalStore
+from unitvox.vocoder import checkpoint as ckpt
+from unitvox.vocoder.generator import GENERATORS, build_generator
+from unitvox.vocoder.inference import Vocoder
+from unitvox.vocoder.lora import LoraLinear, apply_lora, lora_parameters, merge_lora
 from unitvox.vocoder.vocos import ISTFTHead, VocosGenerator
 
 NUM_UNITS = 50
@@ -70,8 +89,10 @@ def test_lora_adapters_attach_to_the_backbone_and_train_alone():
     adapters = {id(p) for p in lora_parameters(model)}
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
     assert adapters and trainable == adapters
-    wrapped = {name.split(".")[0] for name, module in model.named_modules() if hasattr(module, "delta_weight")}
-    assert wrapped == {"resblocks", "upsamples"}
+    wrapped = {name for name, module in model.named_modules() if hasattr(module, "delta_weight")}
+    assert {name.split(".")[0] for name in wrapped} == {"resblocks", "upsamples"}
+    assert {"resblocks.0.pwconv1", "resblocks.0.pwconv2", "resblocks.1.dwconv", "upsamples.0"} <= wrapped
+    assert isinstance(model.resblocks[0].pwconv1, LoraLinear)
     units = torch.randint(0, NUM_UNITS, (1, 6))
     model(units).square().mean().backward()
     assert all(p.grad is not None for p in lora_parameters(model))
@@ -130,3 +151,106 @@ def test_bf16_autocast_keeps_the_inverse_fft_in_float32():
     assert torch.isfinite(wave).all()
     # bf16 keeps about 3 significant digits through the backbone: close, not equal.
     assert (wave - reference).abs().max() < 0.1 * reference.abs().max() + 1e-3
+
+
+# Presets and config ------------------------------------------------------------------------------
+
+
+def test_config_types_are_the_registered_generators():
+    assert set(GENERATOR_TYPES) == set(GENERATORS) == {"hifigan", "vocos"}
+
+
+@pytest.mark.parametrize("size, smallest, largest", [("tiny", 0.3e6, 1.5e6), ("base", 0.85 * 13.5e6, 1.15 * 13.5e6)])
+def test_preset_parameter_counts(size, smallest, largest):
+    """`tiny` for the CPU demo; `base` comparable to Vocos's 13.5 M parameters."""
+    config = generator_preset(size, "vocos")
+    config.check("generator")
+    generator = build_generator(config, 100)
+    assert isinstance(generator, VocosGenerator)
+    assert smallest <= sum(p.numel() for p in generator.parameters()) <= largest
+
+
+def test_type_picks_the_vocos_preset_and_checkpoints_record_only_its_fields():
+    generator = load("jobs/demo.yaml", ["train.generator.type=vocos"]).train.generator
+    assert (generator.type, generator.size, generator.backbone_dim, generator.speaker_embedding_dim) == \
+        ("vocos", "tiny", 128, 64)
+    described = generator.described()
+    assert described["type"] == "vocos" and "upsample_rates" not in described and "backbone_layers" in described
+    hifigan = load("jobs/demo.yaml").train.generator.described()
+    assert "type" not in hifigan and "backbone_dim" not in hifigan and "upsample_rates" in hifigan
+    with pytest.raises(ConfigError, match="no vocos preset named 'v1'"):
+        load("jobs/demo.yaml", ["train.generator.type=vocos", "train.generator.size=v1"])
+    with pytest.raises(ConfigError, match="train.generator.frames_per_unit"):
+        load("jobs/demo.yaml", ["train.generator.type=vocos", "train.generator.frames_per_unit=3"])
+
+
+# Through the train stage -----------------------------------------------------------------------
+
+VOCOS = ["train.generator.type=vocos", "train.max_steps=2", "train.generator_warmup_steps=1"]
+
+
+@pytest.fixture(scope="module")
+def vocos_run(tokenized_run, tmp_path_factory) -> LocalStore:
+    """A run trained for two steps (one generator-only, one GAN) with the vocos demo preset."""
+    root = tmp_path_factory.mktemp("vocos") / "run"
+    shutil.copytree(tokenized_run, root)
+    store = LocalStore(str(root))
+    result = run_stage(load("jobs/demo.yaml", [*SHRINK, *VOCOS]), store, "train")
+    assert result.status == "ran" and result.summary["steps"] == 2
+    return store
+
+
+def test_two_step_smoke_train_with_speaker_film_and_health_figures(vocos_run):
+    payload = ckpt.load(vocos_run, LATEST_CHECKPOINT)
+    assert payload["model"]["generator"]["type"] == "vocos"
+    assert any(key.startswith("films.") for key in payload["generator"])  # the demo conditions on the speaker
+    log = list(vocos_run.read_jsonl("train/training_log.jsonl"))
+    assert "loss/disc" not in log[0] and "loss/adv_gen" in log[-1]
+    assert all(np.isfinite(row["loss/gen_total"]) for row in log)
+    assert all(row["grad_norm/generator"] > 0 for row in log)  # what the health monitor judges
+
+
+def test_vocos_checkpoint_is_refused_by_a_hifigan_config(vocos_run):
+    hifigan = load("jobs/demo.yaml", [*SHRINK, "train.max_steps=3"])
+    with pytest.raises(ckpt.CheckpointMismatch) as refused:  # inference, evaluation, init_from
+        Vocoder(hifigan, vocos_run, "latest")
+    message = str(refused.value)
+    assert "holds a 'vocos' generator, the config builds a 'hifigan' one (train.generator.type)" in message
+    assert "generator.type: checkpoint 'vocos', expected None" in message
+    with pytest.raises(ckpt.CheckpointMismatch) as resumed:  # resuming the run with the other type
+        fit(Context(hifigan, vocos_run))
+    assert "generator.type" in str(resumed.value)
+
+
+def test_diagnose_checkpoint_reads_the_vocos_structure_and_finds_the_change(vocos_run):
+    diagnosis = diagnose_checkpoint(load("jobs/demo.yaml", SHRINK), vocos_run, "latest")
+    details = diagnosis.to_dict()
+    assert diagnosis.status == "problem" and not details["loads"]
+    structure = details["structure"]
+    assert structure["type"] == "vocos"
+    assert (structure["backbone_dim"], structure["backbone_intermediate_dim"], structure["backbone_layers"]) == \
+        (128, 384, 4)
+    assert (structure["frames_per_unit"], structure["n_fft"], structure["speaker_embedding_dim"]) == (2, 642 - 2, 64)
+    assert any("the checkpoint has a vocos generator, the config hifigan" in line
+               for line in details["structure_differences"])
+    fix = next(suggestion for suggestion in details["suggestions"] if suggestion["verified"])
+    assert "train.generator.type=vocos" in fix["overrides"]
+
+
+def test_the_trained_vocos_loads_for_inference_at_one_hop_per_unit(vocos_run):
+    vocoder = Vocoder(load("jobs/demo.yaml", [*SHRINK, *VOCOS]), vocos_run, "latest")
+    reference = np.random.default_rng(0).standard_normal(32000).astype(np.float32) * 0.1
+    assert vocoder.generate(list(range(13)), reference).shape == (13 * 320,)
+
+
+@pytest.mark.e2e
+def test_two_process_ddp_on_cpu(tokenized_run, tmp_path):
+    shutil.copytree(tokenized_run, tmp_path / "run")
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+            "-m", "unitvox", "train", "--config", "jobs/demo.yaml", "--run-root", str(tmp_path / "run")]
+    for override in [*SHRINK, *VOCOS]:
+        argv += ["--set", override]
+    completed = subprocess.run(argv, capture_output=True, text=True, timeout=600,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stdout.count("train: ran") == 2, "both ranks must finish"

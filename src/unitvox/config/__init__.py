@@ -22,11 +22,12 @@ from unitvox.config.data import (
     BpeConfig, ChecksConfig, FeaturesConfig, KMeansConfig, PipelineConfig, PrepareConfig, SplitConfig, TokenizeConfig,
 )
 from unitvox.config.diagnose import DiagnoseConfig
-from unitvox.config.evaluate import EvaluateConfig, GatesConfig
+from unitvox.config.evaluate import EvaluateConfig
 from unitvox.config.metrics import MetricsConfig
 from unitvox.config.samples import SamplesConfig
 from unitvox.config.train import (
-    GENERATOR_SIZES, RESIDUAL_BLOCKS, TERM_METRICS, DiscriminatorConfig, EarlyStoppingConfig, GeneratorConfig,
+    GENERATOR_PRESETS, GENERATOR_SIZES, GENERATOR_TYPES, RESIDUAL_BLOCKS, TERM_METRICS, DiscriminatorConfig,
+    EarlyStoppingConfig, GeneratorConfig,
     LoraConfig, LossWeights, MelSpectrogramConfig, SpeakerConfig, TrainConfig, expand_generator_preset,
     generator_preset,
 )
@@ -57,7 +58,11 @@ class Config:
 
     def stage_hash(self, stage: str) -> str:
         """Hash of what a stage's outputs depend on: its section, less the keys that only change how it runs."""
-        return _hash_json(_semantic(getattr(self, stage)))
+        return _hash_json(self.stage_section(stage))
+
+    def stage_section(self, stage: str) -> dict[str, Any]:
+        """A stage's section as plain data, less its EXECUTION_KEYS (at every level): what `stage_hash` hashes."""
+        return _semantic(getattr(self, stage))
 
 
 def _semantic(section: Any) -> Any:

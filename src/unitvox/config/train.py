@@ -9,13 +9,22 @@ from dataclasses import dataclass, field
 from unitvox.config.common import ConfigError, require as _require
 from unitvox.config.health import HealthConfig
 
-GENERATOR_SIZES = ("tiny", "v1", "custom")
+# Each generator type's presets (`size`); `custom` keeps the fields as given. The types are those
+# vocoder/generator.py registers (a test holds the two to each other).
+GENERATOR_PRESETS = {"hifigan": ("tiny", "v1"), "vocos": ("tiny", "base")}
+GENERATOR_TYPES = tuple(GENERATOR_PRESETS)
+GENERATOR_SIZES = (*dict.fromkeys(size for sizes in GENERATOR_PRESETS.values() for size in sizes), "custom")
+# The fields only one generator type reads; the others are common to every type.
+HIFIGAN_FIELDS = ("upsample_rates", "upsample_kernel_sizes", "upsample_initial_channels", "resblock",
+                  "resblock_kernel_sizes", "resblock_dilations", "groups")
+VOCOS_FIELDS = ("backbone_dim", "backbone_intermediate_dim", "backbone_layers", "frames_per_unit", "n_fft")
+TYPE_FIELDS = {"hifigan": HIFIGAN_FIELDS, "vocos": VOCOS_FIELDS}
 RESIDUAL_BLOCKS = ("hifigan", "grouped")
 
 
 @dataclass
 class LoraConfig:
-    """Low-rank adapters on the generator's convolutions; rank 0 leaves the model untouched.
+    """Low-rank adapters on the generator's convolutions and linear layers; rank 0 leaves the model untouched.
 
     `targets` are module-name patterns: a pattern matches a dotted module name when it equals one of
     its segments (`resblocks` matches `resblocks.0.blocks.1.conv1s.0`) or matches it as a glob.
@@ -34,14 +43,18 @@ class LoraConfig:
 
 @dataclass
 class GeneratorConfig:
-    """HiFi-GAN-style unit-to-waveform generator; the defaults are the `tiny` preset.
+    """The unit-to-waveform generator; the defaults are the `hifigan` `tiny` preset.
 
-    `size` records which preset the fields came from (`generator_preset` fills them); set it to
-    `custom` when changing the architecture by hand. Stage i has upsample_initial_channels / 2**(i+1)
-    channels.
+    `type` picks the network: `hifigan` (transposed-convolution upsampling with multi-receptive-field
+    fusion; stage i has upsample_initial_channels / 2**(i+1) channels) or `vocos` (a ConvNeXt backbone
+    at the unit rate whose head predicts STFT frames for an inverse FFT: `frames_per_unit` frames per
+    unit, `n_fft` 0 meaning 4 STFT hops). Each reads its own fields (`TYPE_FIELDS`) and ignores the
+    other's. `size` records which preset of the type the fields came from (`generator_preset` fills
+    them); set it to `custom` when changing the architecture by hand.
     """
 
     size: str = "tiny"
+    type: str = "hifigan"
     hop_samples: int = 320
     embedding_dim: int = 128
     upsample_rates: list[int] = field(default_factory=lambda: [8, 5, 4, 2])
@@ -51,15 +64,48 @@ class GeneratorConfig:
     resblock_kernel_sizes: list[int] = field(default_factory=lambda: [3, 7])
     resblock_dilations: list[list[int]] = field(default_factory=lambda: [[1, 3], [1, 3]])
     groups: int = 4
+    backbone_dim: int = 128
+    backbone_intermediate_dim: int = 384
+    backbone_layers: int = 4
+    frames_per_unit: int = 2
+    n_fft: int = 0
     lora: LoraConfig = field(default_factory=LoraConfig)
     speaker_embedding_dim: int = 0
 
     def stage_channels(self) -> list[int]:
         return [self.upsample_initial_channels // 2 ** (stage + 1) for stage in range(len(self.upsample_rates))]
 
+    def described(self) -> dict:
+        """The fields this type builds from: what a checkpoint records. A `hifigan` one has no `type`,
+        as checkpoints had before there were two types."""
+        everything = dataclasses.asdict(self)
+        other = {name for kind, names in TYPE_FIELDS.items() if kind != self.type for name in names}
+        return {name: value for name, value in everything.items()
+                if name not in other and not (name == "type" and value == "hifigan")}
+
     def check(self, key: str) -> None:
-        _require(self.size in GENERATOR_SIZES, f"{key}.size", f"unknown {self.size!r}; choose one of {GENERATOR_SIZES}")
+        _require(self.type in GENERATOR_TYPES, f"{key}.type", f"unknown {self.type!r}; choose one of {GENERATOR_TYPES}")
+        sizes = (*GENERATOR_PRESETS[self.type], "custom")
+        _require(self.size in sizes, f"{key}.size", f"unknown {self.size!r} for a {self.type} generator; "
+                                                    f"choose one of {sizes}")
         _require(self.embedding_dim >= 1, f"{key}.embedding_dim", "must be positive")
+        _require(self.speaker_embedding_dim >= 0, f"{key}.speaker_embedding_dim", "must not be negative (0 = none)")
+        self.lora.check(f"{key}.lora")
+        if self.type == "vocos":
+            self._check_vocos(key)
+        else:
+            self._check_hifigan(key)
+
+    def _check_vocos(self, key: str) -> None:
+        for name in ("backbone_dim", "backbone_intermediate_dim", "backbone_layers"):
+            _require(getattr(self, name) >= 1, f"{key}.{name}", "must be positive")
+        _require(self.frames_per_unit >= 1 and self.hop_samples % self.frames_per_unit == 0, f"{key}.frames_per_unit",
+                 f"must divide hop_samples {self.hop_samples}, got {self.frames_per_unit}")
+        stft_hop = self.hop_samples // max(1, self.frames_per_unit)
+        _require(self.n_fft == 0 or self.n_fft >= 2 * stft_hop, f"{key}.n_fft",
+                 f"must be 0 (4 STFT hops) or at least twice the STFT hop {stft_hop}, got {self.n_fft}")
+
+    def _check_hifigan(self, key: str) -> None:
         _require(bool(self.upsample_rates) and all(r >= 1 for r in self.upsample_rates), f"{key}.upsample_rates",
                  "must list positive rates")
         _require(math.prod(self.upsample_rates) == self.hop_samples, f"{key}.upsample_rates",
@@ -88,21 +134,31 @@ class GeneratorConfig:
             for channels in self.stage_channels():
                 _require(channels % self.groups == 0, f"{key}.groups",
                          f"{self.groups} does not divide the {channels} channels of a stage")
-        _require(self.speaker_embedding_dim >= 0, f"{key}.speaker_embedding_dim", "must not be negative (0 = none)")
-        self.lora.check(f"{key}.lora")
 
 
-def generator_preset(name: str) -> GeneratorConfig:
-    """The named generator architecture: `tiny` (fast on CPU) or `v1` (HiFi-GAN V1 sizes at a 320 hop)."""
-    if name == "tiny":
+def generator_preset(name: str, generator_type: str = "hifigan") -> GeneratorConfig:
+    """The named architecture of a generator type.
+
+    `hifigan`: `tiny` (fast on CPU) or `v1` (HiFi-GAN V1 sizes at a 320 hop). `vocos`: `tiny` (the
+    CPU demo's, 0.8 M parameters) or `base` (Vocos's 13.5 M: 8 ConvNeXt blocks of 512 channels); both
+    at a 160-sample STFT hop (two frames per unit) and a 640-point FFT.
+    """
+    if generator_type not in GENERATOR_PRESETS:
+        raise ConfigError(f"type: no generator type {generator_type!r}; choose one of {GENERATOR_TYPES}")
+    if generator_type == "vocos" and name == "tiny":
+        return GeneratorConfig(type="vocos")
+    if generator_type == "vocos" and name == "base":
+        return GeneratorConfig(size="base", type="vocos", backbone_dim=512, backbone_intermediate_dim=1536,
+                               backbone_layers=8)
+    if generator_type == "hifigan" and name == "tiny":
         return GeneratorConfig()
-    if name == "v1":
+    if generator_type == "hifigan" and name == "v1":
         return GeneratorConfig(
             size="v1", embedding_dim=256, upsample_rates=[10, 8, 2, 2], upsample_kernel_sizes=[20, 16, 4, 4],
             upsample_initial_channels=512, resblock_kernel_sizes=[3, 7, 11],
             resblock_dilations=[[1, 3, 5], [1, 3, 5], [1, 3, 5]], groups=8,
         )
-    raise ConfigError(f"size: no preset named {name!r}; choose one of {GENERATOR_SIZES[:-1]}")
+    raise ConfigError(f"size: no {generator_type} preset named {name!r}; choose one of {GENERATOR_PRESETS[generator_type]}")
 
 
 @dataclass
@@ -188,6 +244,7 @@ class LossWeights:
 
 SPEAKER_ENCODERS = ("learned", "resemblyzer")
 PRECISIONS = ("auto", "fp32", "bf16")
+RESUME_MODES = ("auto", "fresh")
 
 
 @dataclass
@@ -235,6 +292,11 @@ class TrainConfig:
     `init_from` names a checkpoint (a URI, or `best`/`latest` of another run given as a URI) whose
     generator starts this run; with `generator.lora` set, only the adapters then train (speaker
     adaptation). Resuming this run's own latest checkpoint always wins over it.
+    `resume` says what to do with this run's latest checkpoint: `auto` resumes it when it was trained
+    with the same config (less RESUME_KEYS) and inputs, and refuses otherwise, naming what changed;
+    `fresh` starts over instead of refusing, keeping the old checkpoints under train/checkpoints.old/
+    (a checkpoint that does match is still resumed, so a preempted pod rerun with the same command
+    continues; `--force` always starts over).
     `exclude` is the path or URI of a filter list (as `prepare.exclude`): its segment ids are left out
     before the training/validation split. Empty: nothing is excluded.
     """
@@ -267,9 +329,14 @@ class TrainConfig:
     num_workers: int = 0
     init_from: str = ""
     exclude: str = ""
+    resume: str = "auto"
 
     # The health monitor only watches (and may stop) a run: its settings do not change what training makes.
-    EXECUTION_KEYS = ("precision", "device", "num_workers", "log_every", "health")
+    EXECUTION_KEYS = ("precision", "device", "num_workers", "log_every", "health", "resume")
+    # Keys a resumed checkpoint may differ in: how long and how often, not what is trained. Raising
+    # max_steps continues a run; init_from is ignored once there is a checkpoint to resume.
+    RESUME_KEYS = ("max_steps", "validate_every", "checkpoint_every", "keep_every", "sample_every",
+                   "early_stopping", "init_from")
 
     def check(self, key: str) -> None:
         self.generator.check(f"{key}.generator")
@@ -295,6 +362,7 @@ class TrainConfig:
         _require(self.device in ("auto", "cpu") or self.device.startswith("cuda"), f"{key}.device",
                  f"must be auto, cpu or cuda[:N], got {self.device!r}")
         _require(self.num_workers >= 0, f"{key}.num_workers", "must not be negative")
+        _require(self.resume in RESUME_MODES, f"{key}.resume", f"choose one of {RESUME_MODES}, got {self.resume!r}")
         expected = self.speaker.embedding_dim if self.speaker.enabled else 0
         _require(self.generator.speaker_embedding_dim == expected, f"{key}.generator.speaker_embedding_dim",
                  f"is {self.generator.speaker_embedding_dim}, but must be {expected} with train.speaker.enabled "
@@ -306,6 +374,6 @@ def expand_generator_preset(raw: dict) -> dict:
     generator = raw.get("train", {}).get("generator") if isinstance(raw.get("train"), dict) else None
     if not isinstance(generator, dict) or generator.get("size", "tiny") == "custom":
         return raw
-    preset = dataclasses.asdict(generator_preset(generator.get("size", "tiny")))
+    preset = dataclasses.asdict(generator_preset(generator.get("size", "tiny"), generator.get("type", "hifigan")))
     preset.pop("lora")
     return {**raw, "train": {**raw["train"], "generator": {**preset, **generator}}}

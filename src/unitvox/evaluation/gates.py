@@ -1,10 +1,10 @@
 """Quality gates over evaluation metrics: parse them from config, check a summary, set the exit code.
 
-A gate is a config key `<metric>[_<statistic>]_<min|max>: threshold`, e.g. `snr_db_min: 10`,
-`mcd_max: 8`, `length_ratio_min: 0.98`, `speaker_similarity_median_min: 0.8`. The statistic is
-`mean` unless named; a null threshold leaves the gate out. Per-utterance rows hold the metrics
-under their plain names (`snr_db`, `mcd`, ...); `summarise` turns rows into `<metric>_<statistic>`
-figures, which is what gates read.
+A gate is a config key `<metric>[_<statistic>]_<min|max>: threshold`, e.g. `wer_max: 0.5`,
+`dnsmos_overall_min: 2.5`, `length_ratio_min: 0.98`, `speaker_similarity_median_min: 0.8`, for any
+metric of the registry (`unitvox.evaluation.registry`). The statistic is `mean` unless named; a null
+threshold leaves the gate out. Per-utterance rows hold the metrics under their plain names (`wer`,
+`snr_db`, ...); `summarise` turns rows into `<metric>_<statistic>` figures, which is what gates read.
 
 The writers are pure functions returning text (JSON, Markdown, JUnit XML); the stage stores it.
 """
@@ -15,16 +15,17 @@ import json
 import math
 import statistics
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Real
 from typing import Any, Literal
 
+from unitvox.evaluation.registry import EVALUATION_METRICS, GATE_COMPARISONS, GATE_STATISTICS
 from unitvox.report import json_safe, markdown_table
 
-METRICS = ("snr_db", "mcd", "length_ratio", "speaker_similarity", "unit_match")
-STATISTICS = ("mean", "median")
-COMPARISONS = ("min", "max")
+METRICS = tuple(EVALUATION_METRICS)  # every registered metric can be gated
+STATISTICS = GATE_STATISTICS
+COMPARISONS = GATE_COMPARISONS
 
 Comparison = Literal["min", "max"]
 
@@ -40,7 +41,7 @@ class Gate:
 
     @property
     def key(self) -> str:
-        """The config key this gate comes from, e.g. `snr_db_min` or `mcd_median_max`."""
+        """The config key this gate comes from, e.g. `snr_db_min` or `wer_median_max`."""
         middle = "" if self.statistic == "mean" else f"_{self.statistic}"
         return f"{self.metric}{middle}_{self.comparison}"
 
@@ -69,7 +70,7 @@ class GateResult:
 
 
 def gates_from_config(mapping: Mapping[str, Any]) -> list[Gate]:
-    """Gates from a config mapping such as `{"snr_db_min": 10, "mcd_max": 8}`; null values are skipped.
+    """Gates from a config mapping such as `{"wer_max": 0.5, "stoi_min": 0.7}`; null values are skipped.
 
     Raises:
         ValueError: a key names no known metric, statistic or comparison, a threshold is not a
@@ -110,11 +111,14 @@ def summarise(rows: list[Mapping[str, Any]]) -> dict[str, float]:
 
 
 def metrics_json(
-    rows: list[Mapping[str, Any]], summary: Mapping[str, float], gate_results: list[GateResult]
+    rows: list[Mapping[str, Any]], summary: Mapping[str, float], gate_results: list[GateResult],
+    *, original: Mapping[str, Any] | None = None, notes: list[str] = (),
 ) -> str:
     """The full evaluation as JSON text: overall verdict, gates, summary and per-utterance rows.
 
-    NaN and infinities become null, since JSON has no such numbers.
+    `original` (its own "summary" and "utterances") holds the originals' figures, the ceiling; `notes`
+    say which listeners scored and what the reference transcripts were. NaN and infinities become
+    null, since JSON has no such numbers.
     """
     document = {
         "passed": gates_exit_code(gate_results) == 0,
@@ -122,6 +126,10 @@ def metrics_json(
         "summary": dict(summary),
         "utterances": [dict(row) for row in rows],
     }
+    if original is not None:
+        document["original"] = dict(original)
+    if notes:
+        document["notes"] = list(notes)
     return json.dumps(json_safe(document), indent=2, allow_nan=False) + "\n"
 
 
@@ -133,6 +141,8 @@ def summary_markdown(
     *,
     worst_count: int = 5,
     id_key: str = "utterance",
+    original_summary: Mapping[str, float] | None = None,
+    notes: Sequence[str] = (),
 ) -> str:
     """A Markdown report: the verdict, a gate table (PASS/FAIL), a summary table, the worst utterances by SNR.
 
@@ -143,12 +153,15 @@ def summary_markdown(
         title: the report's heading.
         worst_count: how many utterances the worst-SNR table lists.
         id_key: row key of the utterance identifier.
+        original_summary: `summarise` of the originals' own rows: a column beside the resynthesis.
+        notes: lines under the summary table (listeners, reference transcripts).
     """
     lines = [f"# {title}", "", _verdict(gate_results), "", "## Gates", ""]
     gate_rows = [[result.name, "PASS" if result.passed else "FAIL", result.message] for result in gate_results]
     lines += markdown_table(["gate", "result", "detail"], gate_rows) if gate_rows else ["No gates configured."]
     lines += ["", f"## Summary ({summary.get('count', len(rows))} utterances)", ""]
-    lines += _summary_table(summary)
+    lines += _summary_table(summary, original_summary or {})
+    lines += [f"\n{note}" for note in notes]
     lines += ["", "## Worst utterances by SNR", ""]
     lines += _worst_by_snr(rows, worst_count, id_key)
     return "\n".join(lines) + "\n"
@@ -176,7 +189,7 @@ def junit_xml(gate_results: list[GateResult], suite_name: str = "unitvox.evaluat
 def _parse_gate(key: str, threshold: Any) -> Gate:
     stem, _, comparison = key.rpartition("_")
     if comparison not in COMPARISONS:
-        raise ValueError(f"gate {key!r}: the key must end in _min or _max (e.g. snr_db_min, mcd_max)")
+        raise ValueError(f"gate {key!r}: the key must end in _min or _max (e.g. stoi_min, wer_max)")
     metric, statistic = _split_metric(key, stem)
     if not _is_number(threshold) or not math.isfinite(threshold):
         raise ValueError(f"gate {key!r}: threshold must be a finite number, got {threshold!r}")
@@ -254,13 +267,17 @@ def _verdict(gate_results: list[GateResult]) -> str:
     return f"Result: PASS ({len(gate_results)} of {len(gate_results)} gates passed)"
 
 
-def _summary_table(summary: Mapping[str, float]) -> list[str]:
+def _summary_table(summary: Mapping[str, float], original: Mapping[str, float]) -> list[str]:
+    """Registered metrics first (with their direction and the original's mean), then any other figure."""
     metrics = [key.removesuffix("_mean") for key in summary if key.endswith("_mean")]
+    metrics = [m for m in EVALUATION_METRICS if m in metrics] + [m for m in metrics if m not in EVALUATION_METRICS]
     body = [
-        [metric, *(summary.get(f"{metric}_{part}") for part in ("mean", "median", "count", "nan_count"))]
+        [metric, EVALUATION_METRICS[metric].direction if metric in EVALUATION_METRICS else "",
+         original.get(f"{metric}_mean"),
+         *(summary.get(f"{metric}_{part}") for part in ("mean", "median", "count", "nan_count"))]
         for metric in metrics
     ]
-    return markdown_table(["metric", "mean", "median", "count", "NaN or missing"], body)
+    return markdown_table(["metric", "better", "original (mean)", "mean", "median", "count", "NaN or missing"], body)
 
 
 def _worst_by_snr(rows: list[Mapping[str, Any]], count: int, id_key: str) -> list[str]:

@@ -33,7 +33,7 @@ td.number { text-align: right; font-variant-numeric: tabular-nums; }
 img.mel { max-width: 100%; }
 .words { font-family: ui-monospace, monospace; }
 .sub { background: #ffe08a; } del.miss { background: #f7c5c5; } ins.extra { background: #c5def7; text-decoration: none; }
-.note { color: #555; font-style: italic; }
+.note { color: #555; font-style: italic; } .wide { overflow-x: auto; }
 """
 
 
@@ -70,7 +70,7 @@ def mel_comparison_png(original: np.ndarray, resynthesis: np.ndarray, sample_rat
         axes.set_title(title)
         axes.set_xlabel("seconds")
         axes.set_ylabel("mel band")
-    return png_bytes(figure, dpi=80)
+    return png_bytes(figure, dpi=64)
 
 
 def marked_words(reference: str, heard: str) -> tuple[str, str]:
@@ -188,8 +188,8 @@ def _utterance_figures(original: Mapping[str, Any], resynthesis: Mapping[str, An
     header = "".join(f"<th>{html.escape(spec.title)}</th>" for spec in specs)
     cells = {side: "".join(f'<td class="number">{_number(row.get(spec.name))}</td>' for spec in specs)
              for side, row in (("original", original), ("resynthesis", resynthesis))}
-    return (f"<table><tr><th></th>{header}</tr><tr><td>original</td>{cells['original']}</tr>"
-            f"<tr><td>resynthesis</td>{cells['resynthesis']}</tr></table>")
+    return (f"<div class=\"wide\"><table><tr><th></th>{header}</tr><tr><td>original</td>{cells['original']}</tr>"
+            f"<tr><td>resynthesis</td>{cells['resynthesis']}</tr></table></div>")
 
 
 def _number(value: Any) -> str:

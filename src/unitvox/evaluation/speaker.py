@@ -15,7 +15,7 @@ import numpy as np
 import soxr
 
 from unitvox.evaluation.waveform import cosine_similarity
-from unitvox.registry import registrar
+from unitvox.registry import Requirement, registrar
 
 RESEMBLYZER_INSTALL = ".venv/bin/pip install --no-deps resemblyzer webrtcvad-wheels"
 _SILENT_PEAK = 1e-5  # -100 dBFS: nothing a speaker encoder could use
@@ -87,6 +87,7 @@ class ResemblyzerEmbedder:
     """
 
     name = "resemblyzer"
+    requires = (Requirement("resemblyzer", RESEMBLYZER_INSTALL), Requirement("webrtcvad", RESEMBLYZER_INSTALL))
 
     def __init__(self, device: str = "cpu", min_voiced_seconds: float = 0.5):
         self._resemblyzer = _import_resemblyzer()

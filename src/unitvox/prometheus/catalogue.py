@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from unitvox.evaluation.registry import EVALUATION_METRICS
+
 PREFIX = "unitvox_"
 BASE_LABELS = ("run", "stage", "variant")
 KINDS = ("gauge", "counter")
@@ -64,11 +66,7 @@ _SPECS = (
     _gauge("prepare_kept_audio_seconds", "Duration of the audio prepare kept.", "seconds"),
     _gauge("tokenize_units_used", "Codebook units that occur at least once in the corpus."),
     _gauge("tokenize_unit_perplexity", "Perplexity of the unit distribution (k when every unit is equally used)."),
-    _gauge("evaluate_snr_decibels", "Mean signal-to-noise ratio of resynthesised held-out audio."),
-    _gauge("evaluate_mel_cepstral_distortion_decibels", "Mean mel cepstral distortion of resynthesised audio."),
-    _gauge("evaluate_length_ratio", "Mean generated-to-reference length ratio (1 is exact).", "ratio"),
-    _gauge("evaluate_speaker_similarity", "Mean speaker-embedding cosine similarity of resynthesis to reference."),
-    _gauge("evaluate_unit_match_ratio", "Mean share of units that survive vocoding and tokenizing again.", "ratio"),
+    # (the evaluation figures, one gauge per metric of the evaluation registry, follow the table)
     _gauge("evaluate_gates_passed", "1 when every quality gate passed, else 0."),
     # Training figures, per logged step
     _gauge("train_step", "The training step reached."),
@@ -102,6 +100,15 @@ _SPECS = (
     _gauge("train_loss_share_ratio", "A weighted generator loss term's share of the weighted total.", "ratio",
            labels=("term",)),
     _gauge("train_loss_divergence_ratio", "Recent mean of the watched loss over its lowest windowed mean."),
+)
+
+# Evaluation figures: derived from the metric registry, so a new metric is exported without an edit
+# here. `audio` is resynthesis or original (the original's own figure: the ceiling).
+_UNITS = {"dB": "decibels", "ratio": "ratio", "cents": "cents", "Hz": "hertz"}
+_SPECS += tuple(
+    _gauge(metric.gauge, f"Mean {metric.title} of held-out audio ({metric.direction}): {metric.help}",
+           _UNITS.get(metric.unit, ""), labels=("audio",))
+    for metric in EVALUATION_METRICS.values()
 )
 
 CATALOGUE: dict[str, MetricSpec] = {spec.name: spec for spec in _SPECS}

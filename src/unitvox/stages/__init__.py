@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
+from unitvox import preflight
 from unitvox.config import Config, ConfigError, to_yaml
 from unitvox.errors import IncompleteError
 from unitvox.layout import CONFIG, STAGE_NAMES
@@ -108,6 +109,9 @@ def run_stage(
     """
     module = stage_module(stage)
     started, retries_reported = time.time(), store.retry_counts()
+    # Before anything is read or written: a missing package or bucket refuses the run at once, rather
+    # than after a pod has waited for its inputs or a stage has worked for hours.
+    preflight.check(config, (stage,), run=store.uri)
     reason = "forced" if force else pending(config, store, stage)
     if reason is None:
         return StageResult(stage, "skipped", "finished earlier with the same config and inputs")

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from unitvox import audio
 from unitvox.config import Config, ConfigError, PrepareConfig
+from unitvox.evaluation.transcripts import transcript_beside
 from unitvox.filterlist import filter_list_fingerprint, read_filter_list
 from unitvox.stages import Context, IncompleteError, Phase
 from unitvox.stages.record import write_success
@@ -267,6 +268,10 @@ def _segment_recording(source: Source, path, config: PrepareConfig, store: Store
             "sample_rate": config.sample_rate, "source_rate": rate, "source_channels": channels,
             **levels.as_dict(),
         })
+    if len(kept) == 1 and not rejected:  # a whole-file segment: the corpus's transcript is its text
+        text = transcript_beside(source.store, source.key)
+        if text:
+            kept[0]["text"] = text
     return {"kept": kept, "rejected": rejected}
 
 

@@ -6,6 +6,12 @@ Phases (what the pipeline and Kubernetes run one by one):
     fit               MiniBatchKMeans on the pooled sample -> tokenize/codebook/
     assign (sharded)  units per segment -> tokenize/parts/<segment>.json, resumable segment by segment
     merge             tokenize/units.jsonl and tokenize/report.json
+
+Every output is a function of the manifest and the config alone: the sample is pooled in manifest
+order and fingerprinted by its content, so the shard count, the order shards finish in and the runner
+(direct, `pipeline`, Kubernetes) change nothing. With a costly extractor (ssl) the sample phase keeps
+each sampled segment's features, so assign reads them instead of running the encoder a second time;
+that cache is bounded by `kmeans.sample_max_seconds`, not by the corpus, and merge deletes it.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -22,7 +29,8 @@ from unitvox import audio
 from unitvox.config import Config
 from unitvox.errors import IncompleteError
 from unitvox.layout import (
-    CODEBOOK, CODEBOOK_CENTROIDS, CODEBOOK_FINGERPRINT, MANIFEST, TOKENIZE_PARTS as PARTS, TOKENIZE_REPORT as REPORT,
+    CODEBOOK, CODEBOOK_CENTROIDS, CODEBOOK_FINGERPRINT, MANIFEST, SAMPLE_CACHE_DIR as FEATURE_CACHE,
+    SAMPLE_FEATURES_FILE as SAMPLE_FEATURES, TOKENIZE, TOKENIZE_PARTS as PARTS, TOKENIZE_REPORT as REPORT,
     TOKENIZE_SAMPLE as SAMPLE, UNITS,
 )
 from unitvox.stages import Context, Phase
@@ -78,34 +86,51 @@ def sample_plan(segments: list[dict[str, Any]], config: Config) -> list[tuple[in
     return [(p, math.ceil(kmeans.sample_frames * segments[p]["duration"] / seconds)) for p in sorted(chosen)]
 
 
-def _sample_key(config: Config, shard_name: str) -> str:
-    return f"{SAMPLE}/{config.stage_hash('tokenize')[:16]}/{shard_name}.npz"
+def _sample_folder(config: Config, store: Store) -> str:
+    """Where the sample phase writes: named by what the sample depends on (the config and the manifest),
+    never by how it was sharded, so a sample of other data or another config is never picked up."""
+    manifest = inputs(config, store)[MANIFEST]
+    return f"{SAMPLE}/{hashlib.sha256(f'{config.stage_hash(TOKENIZE)}:{manifest}'.encode()).hexdigest()[:16]}"
+
+
+def _cache_key(folder: str, segment_id: str) -> str:
+    return f"{folder}/{FEATURE_CACHE}/{segment_id}.npy"
 
 
 def sample(context: Context) -> dict[str, Any]:
     """Features of this shard's share of the sample segments; a seeded choice of frames from each."""
     config, store = context.config, context.store
-    key = _sample_key(config, context.shard.name)
+    folder = _sample_folder(config, store)
+    key = f"{folder}/{context.shard.name}.npz"
     if store.exists(key) and not context.force:
         return {"sample": key, "resumed": True}
     segments = _segments(store)
     extractor = _extractor(config)
+    cache = getattr(extractor, "costly", False)
+    mine = context.shard.take(sample_plan(segments, config))
     frames, positions = [], []
-    for position, quota in tqdm(context.shard.take(sample_plan(segments, config)), desc=f"sample {context.shard.name}",
-                                unit="seg", mininterval=2.0, disable=None):
+    for position, quota in tqdm(mine, desc=f"sample {context.shard.name}", unit="seg", mininterval=2.0, disable=None):
         segment = segments[position]
         features = feats.extract(extractor, _load_audio(store, segment["audio"]), config.tokenize.features)
+        if cache:
+            store.write_bytes(_cache_key(folder, segment["id"]), _npy(features))
         rng = np.random.default_rng([config.tokenize.kmeans.seed, _stable_number(segment["id"])])
         picked = np.sort(rng.choice(len(features), size=min(quota, len(features)), replace=False))
         frames.append(features[picked])
         positions.append(np.full(len(picked), position, dtype=np.int64))
-    dim = extractor.dim
     buffer = io.BytesIO()
-    np.savez(buffer, frames=np.concatenate(frames) if frames else np.zeros((0, dim), np.float32),
-             positions=np.concatenate(positions) if positions else np.zeros(0, np.int64))
-    store.write_json(f"{SAMPLE}/{config.stage_hash('tokenize')[:16]}/features.json", extractor.fingerprint())
+    np.savez(buffer, frames=np.concatenate(frames) if frames else np.zeros((0, extractor.dim), np.float32),
+             positions=np.concatenate(positions) if positions else np.zeros(0, np.int64),
+             segments=np.array([position for position, _ in mine], dtype=np.int64))
+    store.write_json(f"{folder}/{SAMPLE_FEATURES}", extractor.fingerprint())
     store.write_bytes(key, buffer.getvalue())
     return {"sample": key, "frames": int(sum(len(f) for f in frames))}
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,29 +140,57 @@ def sample(context: Context) -> dict[str, Any]:
 def fit(context: Context) -> dict[str, Any]:
     """Fit the codebook on the pooled sample, in manifest order so the shard count does not matter."""
     config, store = context.config, context.store
-    config_hash = config.stage_hash("tokenize")
-    count = config.tokenize.shards
-    keys = [_sample_key(config, f"{i:05d}-of-{count:05d}") for i in range(count)]
-    missing = [k for k in keys if not store.exists(k)]
-    if missing:
-        raise IncompleteError(f"tokenize fit: {len(missing)} of {count} sample shards missing (first: {missing[0]})")
-    sample_hash = hashlib.sha256("".join(store.sha256(k) for k in keys).encode()).hexdigest()
+    config_hash = config.stage_hash(TOKENIZE)
+    folder = _sample_folder(config, store)
+    pooled, positions = _pooled_sample(store, folder, config)
+    # The sample's content, not its files: the same for any shard count.
+    sample_hash = hashlib.sha256(positions.tobytes() + np.ascontiguousarray(pooled, np.float32).tobytes()).hexdigest()
     if not context.force and store.exists(CODEBOOK_FINGERPRINT):
         saved = read_fingerprint(store)
         if saved.get("config_hash") == config_hash and saved.get("sample_hash") == sample_hash:
             return {"codebook": saved["hash"], "resumed": True}
-    frames, positions = [], []
-    for key in keys:
-        with np.load(io.BytesIO(store.read_bytes(key)), allow_pickle=False) as shard:
-            frames.append(shard["frames"])
-            positions.append(shard["positions"])
-    order = np.argsort(np.concatenate(positions), kind="stable")
-    pooled = np.concatenate(frames)[order]
-    features = store.read_json(f"{SAMPLE}/{config_hash[:16]}/features.json")
+    features = store.read_json(f"{folder}/{SAMPLE_FEATURES}")
     fingerprint = {**features, "config_hash": config_hash, "sample_hash": sample_hash}
     codebook = fit_codebook(pooled, config.tokenize.kmeans, fingerprint)
     codebook.save(store, CODEBOOK)
     return {"codebook": codebook.hash, "sample_frames": int(len(pooled))}
+
+
+def _pooled_sample(store: Store, folder: str, config: Config) -> tuple[np.ndarray, np.ndarray]:
+    """The sample frames (N, dim) and their manifest positions (N,), in manifest order.
+
+    The shard files are found by listing, not from `tokenize.shards` (a runner may pass another
+    `--shard-count`); a set counts only when its shards cover the whole sample plan, and files of
+    another shard count (an earlier run) are either a complete set with the same content or ignored.
+    """
+    sets: dict[int, list[str]] = {}
+    for key in store.list(f"{folder}/"):
+        found = _SHARD_FILE.fullmatch(key.rsplit("/", 1)[-1])
+        if found:
+            sets.setdefault(int(found.group(2)), []).append(key)
+    planned = sorted(p for p, _ in sample_plan(_segments(store), config))
+    wanted = config.tokenize.shards
+    for count in sorted(sets, key=lambda c: (c != wanted, c)):
+        if len(sets[count]) != count:
+            continue
+        frames, positions, covered = [], [], []
+        for key in sorted(sets[count]):
+            with np.load(io.BytesIO(store.read_bytes(key)), allow_pickle=False) as shard:
+                frames.append(shard["frames"])
+                positions.append(shard["positions"])
+                covered.append(shard["segments"] if "segments" in shard.files else np.zeros(0, np.int64))
+        if sorted(np.concatenate(covered).tolist()) != planned:
+            continue
+        order = np.argsort(np.concatenate(positions), kind="stable")
+        return np.concatenate(frames)[order], np.concatenate(positions)[order]
+    have = len(sets.get(wanted, []))
+    raise IncompleteError(
+        f"tokenize fit: {have} of {wanted} sample shards under {store.url(folder)} (and no other complete set); "
+        "run the remaining shards of phase sample"
+    )
+
+
+_SHARD_FILE = re.compile(r"(\d{5})-of-(\d{5})\.npz")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,14 +212,25 @@ def run_lengths(units: np.ndarray, hop_seconds: float) -> dict[str, list]:
 
 
 def assign(context: Context) -> dict[str, Any]:
-    """Units for this shard's segments; each segment is written as soon as it is done, so a killed shard resumes."""
+    """Units for this shard's segments; each segment is written as soon as it is done, so a killed shard resumes.
+
+    Segments the sample phase kept features of are read from its cache; the extractor (and with it
+    torch and the encoder) is only built for the first segment that needs it.
+    """
     config, store = context.config, context.store
     codebook = Codebook.load(store, CODEBOOK)
-    extractor = _extractor(config)
-    check_compatible(codebook.fingerprint, extractor.fingerprint())
-    hop_seconds = extractor.hop_samples / extractor.sample_rate
+    folder = _sample_folder(config, store)
+    extractor: feats.FeatureExtractor | None = None
+    if store.exists(f"{folder}/{SAMPLE_FEATURES}"):
+        check_compatible(codebook.fingerprint, store.read_json(f"{folder}/{SAMPLE_FEATURES}"))
+        hop_seconds = codebook.fingerprint["hop_seconds"]
+    else:
+        extractor = _extractor(config)
+        check_compatible(codebook.fingerprint, extractor.fingerprint())
+        hop_seconds = extractor.hop_samples / extractor.sample_rate
     mine = context.shard.take(_segments(store))
-    done = resumed = 0
+    in_cache = set(store.list(f"{folder}/{FEATURE_CACHE}/"))  # one listing, not a request per segment
+    done = resumed = cached = 0
     shard = str(context.shard.index)
     context.metrics.gauge("stage_items_planned", len(mine), stage="tokenize", shard=shard)
     context.metrics.gauge("stage_items_done", 0, stage="tokenize", shard=shard)
@@ -176,7 +240,15 @@ def assign(context: Context) -> dict[str, Any]:
             resumed += 1
             context.metrics.gauge("stage_items_done", done + resumed, stage="tokenize", shard=shard)
             continue
-        features = feats.extract(extractor, _load_audio(store, segment["audio"]), config.tokenize.features)
+        cache_key = _cache_key(folder, segment["id"])
+        if cache_key in in_cache:
+            features = np.load(io.BytesIO(store.read_bytes(cache_key)), allow_pickle=False)
+            cached += 1
+        else:
+            if extractor is None:
+                extractor = _extractor(config)
+                check_compatible(codebook.fingerprint, extractor.fingerprint())
+            features = feats.extract(extractor, _load_audio(store, segment["audio"]), config.tokenize.features)
         units = codebook.assign(features)
         store.write_json(key, {
             "id": segment["id"], "speaker": segment["speaker"], "duration": segment["duration"],
@@ -185,7 +257,7 @@ def assign(context: Context) -> dict[str, Any]:
         })
         done += 1
         context.metrics.gauge("stage_items_done", done + resumed, stage="tokenize", shard=shard)
-    return {"assigned": done, "resumed": resumed}
+    return {"assigned": done, "resumed": resumed, "from_sample_cache": cached}
 
 
 def _part_is_current(store: Store, key: str, codebook_hash: str) -> bool:
@@ -231,9 +303,11 @@ def merge(context: Context) -> dict[str, Any]:
     context.metrics.gauge("tokenize_units_used", report["units_used"])
     context.metrics.gauge("tokenize_unit_perplexity", report["perplexity"])
     write_success(
-        store, "tokenize", config_hash=config.stage_hash("tokenize"), inputs=inputs(config, store),
+        store, "tokenize", config_hash=config.stage_hash(TOKENIZE), inputs=inputs(config, store),
         outputs=[UNITS, REPORT, CODEBOOK_CENTROIDS, CODEBOOK_FINGERPRINT],
         output_sets={f"{PARTS}/": len(segments)}, started=context.started,
         extra={"stage": "tokenize", "config": config.to_dict()["tokenize"], "codebook": codebook.fingerprint},
     )
+    for key in list(store.list(f"{_sample_folder(config, store)}/{FEATURE_CACHE}/")):
+        store.delete(key)  # only assign reads the cache, and every segment has its units now
     return {key: report[key] for key in ("segments", "frames", "units_used", "perplexity")}

@@ -43,7 +43,8 @@ def _linger(context: Context) -> None:
 def fit(context: Context, stop: StopFlag | None = None) -> dict[str, Any]:
     stop = stop or StopFlag()
     stop.install()
-    trainer = build_trainer(context.config, context.store, metrics=context.metrics, force=context.force, stop=stop)
+    trainer = build_trainer(context.config, context.store, metrics=context.metrics, force=context.force, stop=stop,
+                            inputs=inputs(context.config, context.store))
     try:
         summary = trainer.run()
     except Unhealthy:

@@ -424,3 +424,41 @@ class S3Store(Store):
             return True  # cannot tell now; let the caller report the original error
         self._bucket_known_to_exist = True
         return True
+
+
+PROBE_TIMEOUT_SECONDS = 5.0
+"""How long `probe_bucket` waits to connect, and then for the answer, before calling the endpoint unreachable."""
+
+
+def probe_bucket(uri: str, timeout_seconds: float = PROBE_TIMEOUT_SECONDS) -> None:
+    """One HEAD of the bucket of `uri`, tried once with a short timeout: is the endpoint up and the bucket there?
+
+    `unitvox.preflight` calls it before a stage starts, so that a wrong endpoint or bucket is said at
+    once rather than after the store's full retry budget, or after hours of work.
+
+    Raises:
+        ConnectionError: the endpoint did not answer within the timeout (retrying later may help).
+        LookupError: the endpoint answered that the bucket does not exist, or refused access to it.
+    """
+    bucket, _ = _split_uri(uri)
+    endpoint_url = endpoint_url_from_environment()
+    where = endpoint_url or "the AWS default endpoint"
+    config = Config(retries={"mode": "standard", "total_max_attempts": 1}, connect_timeout=timeout_seconds,
+                    read_timeout=timeout_seconds, s3={"addressing_style": "path"} if endpoint_url else None)
+    client = boto3.session.Session(region_name=region_from_environment()).client(
+        "s3", endpoint_url=endpoint_url, config=config)
+    try:
+        client.head_bucket(Bucket=bucket)
+    except ClientError as error:
+        code = str(error.response.get("Error", {}).get("Code", ""))
+        if code in _MISSING_OBJECT_CODES or code == "NoSuchBucket":
+            raise LookupError(f"bucket {bucket!r} does not exist at {where}") from None
+        if code in _ACCESS_CODES:
+            raise LookupError(f"access to bucket {bucket!r} at {where} is denied ({code}); "
+                              "check the AWS credentials and the bucket's policy") from None
+        raise ConnectionError(f"{where} answered HEAD bucket {bucket!r} with {code or 'an error'}") from None
+    except NoCredentialsError:
+        raise LookupError("no AWS credentials found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                          "or AWS_PROFILE)") from None
+    except (BotoCoreError, Boto3Error) as error:
+        raise ConnectionError(f"{where} is unreachable within {timeout_seconds:g} s: {error}") from None

@@ -21,7 +21,11 @@ if TYPE_CHECKING:
 
 
 class FeatureExtractor(Protocol):
-    """Turns mono audio into frame features."""
+    """Turns mono audio into frame features.
+
+    An extractor may set `costly = True` (a neural encoder): tokenize then keeps the features of its
+    K-Means sample for assignment instead of extracting them twice.
+    """
 
     sample_rate: int
     hop_samples: int
@@ -168,6 +172,8 @@ class SslExtractor:
     `model` is a hub name or a local folder; `layer` counts transformer layers (0 is the input to
     the first). Layers above the chosen one are dropped, so they cost nothing.
     """
+
+    costly = True  # worth keeping the sample's features for assign rather than running the encoder twice
 
     def __init__(self, config: FeaturesConfig, sample_rate: int):
         import torch

@@ -8,6 +8,7 @@ the same way.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -24,6 +25,8 @@ from unitvox.vocoder import checkpoint as ckpt
 from unitvox.vocoder.dataset import AudioReader, Item, UnitAudioDataset, load_items, speaker_index, split_items
 from unitvox.vocoder.loop import Distributed, StopFlag, Trainer
 from unitvox.vocoder.state import build_state
+
+LOGGER = logging.getLogger(__name__)
 
 
 def device_for(name: str) -> torch.device:
@@ -63,13 +66,23 @@ def build_datasets(config: Config, store: Store, training: list, validation: lis
 
 
 def build_trainer(config: Config, store: Store, *, metrics: MetricsSink | None = None, force: bool = False,
-                  stop: StopFlag | None = None) -> Trainer:
-    """What `unitvox train` runs: a fresh split, resumed from the latest checkpoint when one exists (unless `force`)."""
+                  stop: StopFlag | None = None, inputs: dict[str, Any] | None = None) -> Trainer:
+    """What `unitvox train` runs: a fresh split, resumed from the latest checkpoint when it may be (see `resumable`).
+
+    `inputs` are the stage's input fingerprints (units, filter list), recorded with the codebook's hash
+    in every checkpoint so that a later resume can tell whether they changed.
+
+    Raises:
+        ResumeRefused: (exit code 2) the latest checkpoint was trained with another config or other
+            inputs, and `train.resume` is `auto`; nothing has been written.
+    """
     settings = config.train
     codebook = read_fingerprint(store)
     check_hop(config, codebook)
     device = device_for(settings.device)
     distributed = Distributed.from_environment(device)
+    current = ckpt.lineage(config, codebook, inputs or {})
+    payload = resumable(store, current, mode=settings.resume, force=force, distributed=distributed)
     items = load_items(store, excluded=read_filter_list(settings.exclude, "train.exclude"))
     training, validation = split_items(items, settings.validation_fraction, settings.seed, settings.validation_items)
     validation = validation[: settings.validation_items]
@@ -77,14 +90,48 @@ def build_trainer(config: Config, store: Store, *, metrics: MetricsSink | None =
         raise IncompleteError(f"train: no training items in {store.url(UNITS)}")
     distributed.when_main(lambda: store.write_json(SPLIT, {"train": [i.segment_id for i in training],
                                                            "validation": [i.segment_id for i in validation]}))
-    resuming = store.exists(LATEST_CHECKPOINT) and not force
-    payload = ckpt.load(store, LATEST_CHECKPOINT) if resuming else None
     trainer = _assemble(config, store, codebook, items, training, validation, device, metrics or NullSink(),
                         payload=payload, where=store.url(LATEST_CHECKPOINT),
-                        init_from=None if resuming else settings.init_from, distributed=distributed, stop=stop)
+                        init_from=None if payload is not None else settings.init_from, distributed=distributed,
+                        stop=stop)
+    trainer.state.lineage = current
     if distributed.world > 1:
         _wrap_for_ddp(trainer, device)
     return trainer
+
+
+def resumable(store: Store, current: dict[str, Any], *, mode: str = "auto", force: bool = False,
+              distributed: Distributed | None = None) -> dict[str, Any] | None:
+    """The latest checkpoint's payload when this run continues it, or None when it starts over.
+
+    It continues when the checkpoint's lineage (train config less RESUME_KEYS, inputs, codebook)
+    matches `current`. Otherwise `mode` "auto" refuses, naming what changed; "fresh" (and `force`,
+    whatever the checkpoint) starts over, after moving the old checkpoints and training log under
+    train/checkpoints.old/<UTC time>/. A checkpoint from before lineages were recorded is resumed by
+    "auto" (unchecked, with a warning) and set aside by "fresh".
+    """
+    distributed = distributed or Distributed()
+    if not store.exists(LATEST_CHECKPOINT):
+        return None
+    where = store.url(LATEST_CHECKPOINT)
+    if not force:
+        payload = ckpt.load(store, LATEST_CHECKPOINT)
+        saved = payload.get("lineage") or {}
+        changes = ckpt.lineage_changes(saved, current) if saved else []
+        if not changes and (saved or mode == "auto"):
+            if not saved:
+                LOGGER.warning("%s records no config or inputs (an older unitvox made it): resumed without checking "
+                               "them; --set train.resume=fresh starts over instead", where)
+            return payload
+        if mode == "auto":
+            raise ckpt.refuse_resume(where, changes)
+        LOGGER.warning("train.resume=fresh: starting over instead of resuming %s (%s)", where,
+                       "; ".join(changes) or "it records no config or inputs")
+    distributed.barrier()  # every rank has read the checkpoint before the main one moves it
+    distributed.when_main(lambda: LOGGER.warning("the previous checkpoints are kept under %s",
+                                                 store.url(ckpt.archive(store) or "")))
+    distributed.barrier()
+    return None
 
 
 def load_trainer(config: Config, store: Store, uri: str, payload: dict[str, Any]) -> Trainer:

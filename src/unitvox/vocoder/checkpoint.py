@@ -8,12 +8,16 @@ of what differs.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
+import json
+import time
 from typing import Any
 
 import torch
 
-from unitvox.config import Config, ConfigError
+from unitvox.config import Config, ConfigError, TrainConfig
+from unitvox.layout import CHECKPOINTS, CHECKPOINTS_ARCHIVE, TRAINING_LOG, archived_checkpoints
 from unitvox.store import Store
 from unitvox.units.kmeans import unit_count
 
@@ -27,29 +31,91 @@ class CheckpointMismatch(ConfigError):
     """A checkpoint that does not fit the model or codebook at hand; the message lists the differences."""
 
 
+class ResumeRefused(CheckpointMismatch):
+    """The run's latest checkpoint was trained with another config or other inputs; the message lists them."""
+
+
 def describe_model(config: Config, codebook: dict[str, Any]) -> dict[str, Any]:
     """What a checkpoint must match to load: architecture, units and the codebook that made them."""
     speaker = config.train.speaker
     return {
-        "generator": dataclasses.asdict(config.train.generator),
+        "generator": config.train.generator.described(),
         "num_units": unit_count(codebook),
         "speaker": dataclasses.asdict(speaker) if speaker.enabled else None,
         "codebook": {key: codebook.get(key) for key in CODEBOOK_KEYS},
     }
 
 
-def differences(saved: Any, expected: Any, path: str = "") -> list[str]:
-    """Dotted paths where two nested descriptions differ, with both values."""
+def differences(saved: Any, expected: Any, path: str = "", *, now: str = "expected") -> list[str]:
+    """Dotted paths where two nested descriptions differ, with both values (`now` names the second)."""
     if isinstance(saved, dict) and isinstance(expected, dict):
         found = []
         for key in sorted(set(saved) | set(expected)):
-            found += differences(saved.get(key), expected.get(key), f"{path}.{key}" if path else key)
+            found += differences(saved.get(key), expected.get(key), f"{path}.{key}" if path else key, now=now)
         return found
-    return [] if saved == expected else [f"{path}: checkpoint {saved!r}, expected {expected!r}"]
+    return [] if saved == expected else [f"{path}: checkpoint {saved!r}, {now} {expected!r}"]
+
+
+def lineage(config: Config, codebook: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+    """What a line of checkpoints is trained with, saved in each of them and compared before a resume.
+
+    `config` is the train section less its EXECUTION_KEYS and RESUME_KEYS (raising max_steps continues
+    a run); `inputs` the stage's input fingerprints (units, filter list) and the codebook's hash.
+    """
+    section = {key: value for key, value in config.stage_section("train").items()
+               if key not in TrainConfig.RESUME_KEYS}
+    digest = hashlib.sha256(json.dumps(section, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return {"config_hash": digest, "config": section, "inputs": {"codebook": codebook.get("hash"), **inputs}}
+
+
+def lineage_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """What differs between a checkpoint's lineage and this run's: dotted train keys, then inputs."""
+    if saved.get("config_hash") == current["config_hash"] and saved.get("inputs") == current["inputs"]:
+        return []
+    changed = differences(saved.get("config", {}), current["config"], "train", now="now")
+    changed += [f"input {line}" for line in differences(saved.get("inputs", {}), current["inputs"], now="now")]
+    return changed or ["train: the recorded config hash differs (the config recorded with it is incomplete)"]
+
+
+def refuse_resume(where: str, changes: list[str]) -> ResumeRefused:
+    return ResumeRefused(
+        f"{where} was trained with another config or other inputs, so it is not resumed:\n  " + "\n  ".join(changes)
+        + "\nUndo the change to resume it, or start over with --set train.resume=fresh (or --force); the old "
+        f"checkpoints are then kept under {CHECKPOINTS_ARCHIVE}/<UTC time>/"
+    )
+
+
+def archive(store: Store, now: float | None = None) -> str | None:
+    """Move the run's checkpoints and training log under a folder of the UTC time; returns it (None: nothing to move).
+
+    Everything is copied before anything is deleted, so an interrupted archive loses nothing.
+    """
+    keys = [*store.list(f"{CHECKPOINTS}/"), *([TRAINING_LOG] if store.exists(TRAINING_LOG) else [])]
+    if not keys:
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    folder, suffix = archived_checkpoints(stamp), 1
+    while any(True for _ in store.list(f"{folder}/")):  # two fresh starts within a second
+        folder, suffix = archived_checkpoints(f"{stamp}-{suffix}"), suffix + 1
+    for key in keys:
+        with store.local_copy(key) as path:
+            store.upload_file(path, f"{folder}/{key.rsplit('/', 1)[-1]}")
+    for key in keys:
+        store.delete(key)
+    return folder
+
+
+def generator_type(description: dict[str, Any]) -> str:
+    """The generator type a model description records (`hifigan` when it names none, as older checkpoints)."""
+    generator = description.get("generator")
+    return generator.get("type", "hifigan") if isinstance(generator, dict) else "hifigan"
 
 
 def check_matches(saved: dict[str, Any], expected: dict[str, Any], where: str) -> None:
     found = differences(saved, expected)
+    if generator_type(saved) != generator_type(expected):
+        found.insert(0, f"the checkpoint holds a {generator_type(saved)!r} generator, the config builds a "
+                        f"{generator_type(expected)!r} one (train.generator.type); the fields below follow from that")
     if found:
         raise CheckpointMismatch(f"{where} does not fit this model and codebook:\n  " + "\n  ".join(found)
                                  + f"\n{DIAGNOSE_HINT}")

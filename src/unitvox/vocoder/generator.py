@@ -1,10 +1,15 @@
-"""HiFi-GAN-style generator from discrete units (one every hop) to a waveform.
+"""HiFi-GAN-style generator from discrete units (one every hop) to a waveform, and the generator registry.
 
 units (B, T) -> embedding -> pre-conv -> [upsample, FiLM?, multi-receptive-field fusion] per stage
 -> post-conv -> tanh -> wave (B, 1, T * hop).
+
+`GENERATORS` maps `train.generator.type` to a builder from the config: `hifigan` (this file) and
+`vocos` (vocoder/vocos.py, built from plain keyword arguments here).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -18,7 +23,9 @@ from unitvox.vocoder.blocks import (
     build_residual_block,
     small_weight_norm,
 )
+from unitvox.registry import registrar, unknown
 from unitvox.vocoder.lora import apply_lora
+from unitvox.vocoder.vocos import VocosGenerator
 
 # Pre- and post-convs as in HiFi-GAN: a short context at the unit rate and at the sample rate.
 PRE_CONV_KERNEL = 7
@@ -113,9 +120,37 @@ class UnitGenerator(nn.Module):
         return last - first + 1
 
 
-def build_generator(config: GeneratorConfig, num_units: int) -> UnitGenerator:
+GeneratorBuilder = Callable[[GeneratorConfig, int], nn.Module]
+GENERATORS: dict[str, GeneratorBuilder] = {}
+# A builder takes (config, num_units) and returns a module mapping units (B, T) and an optional
+# speaker (B, S) to a wave (B, 1, T * hop_samples).
+register_generator = registrar(GENERATORS)
+
+
+@register_generator("hifigan")
+def _hifigan(config: GeneratorConfig, num_units: int) -> nn.Module:
+    return UnitGenerator(config, num_units)
+
+
+@register_generator("vocos")
+def _vocos(config: GeneratorConfig, num_units: int) -> nn.Module:
+    config.check("generator")
+    return VocosGenerator(num_units=num_units, hop_samples=config.hop_samples, embedding_dim=config.embedding_dim,
+                          dim=config.backbone_dim, intermediate_dim=config.backbone_intermediate_dim,
+                          num_layers=config.backbone_layers, frames_per_unit=config.frames_per_unit,
+                          n_fft=config.n_fft, speaker_embedding_dim=config.speaker_embedding_dim)
+
+
+def make_generator(config: GeneratorConfig, num_units: int) -> nn.Module:
+    """The plain generator of `config.type`, without LoRA adapters."""
+    if config.type not in GENERATORS:
+        raise ValueError(unknown("generator type", config.type, GENERATORS))
+    return GENERATORS[config.type](config, num_units)
+
+
+def build_generator(config: GeneratorConfig, num_units: int) -> nn.Module:
     """The generator as training builds it, with LoRA adapters added when `lora.rank` is set."""
-    generator = UnitGenerator(config, num_units)
+    generator = make_generator(config, num_units)
     if config.lora.rank:
         apply_lora(generator, config.lora)
     return generator

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from unitvox.config import Config, ConfigError
+from unitvox.config import Config, ConfigError, GeneratorConfig, SpeakerConfig
 from unitvox.errors import IncompleteError
 from unitvox.layout import BEST_CHECKPOINT, LATEST_CHECKPOINT
 from unitvox.store import Store, split_uri
@@ -49,6 +49,23 @@ def existing_checkpoint(store: Store, name: str) -> tuple[Store, str]:
     return source, key
 
 
+def inference_generator(config: GeneratorConfig, num_units: int, weights: dict[str, torch.Tensor],
+                        device: torch.device) -> torch.nn.Module:
+    """The generator as training saved it, LoRA merged, in eval mode; one way for samples, evaluate and bundles."""
+    generator = build_generator(config, num_units)
+    generator.load_state_dict(weights)
+    if config.lora.rank:
+        merge_lora(generator)
+    return generator.to(device).eval()
+
+
+def inference_speaker_encoder(config: SpeakerConfig, weights: dict[str, torch.Tensor],
+                              device: torch.device) -> torch.nn.Module:
+    encoder = build_speaker_encoder(config)
+    encoder.load_state_dict(weights)
+    return encoder.to(device).eval()
+
+
 class Vocoder:
     """Generator (and speaker encoder, when conditioned) loaded for inference on one device."""
 
@@ -59,16 +76,11 @@ class Vocoder:
         payload = ckpt.load(self.source_store, self.key)
         self.sha256 = self.source_store.sha256(self.key)
         ckpt.check_matches(payload["model"], ckpt.describe_model(config, codebook), self.source_store.url(self.key))
-        self.generator = build_generator(config.train.generator, unit_count(codebook))
-        self.generator.load_state_dict(payload["generator"])
-        if config.train.generator.lora.rank:
-            merge_lora(self.generator)
-        self.generator.to(self.device).eval()
+        self.generator = inference_generator(config.train.generator, unit_count(codebook), payload["generator"],
+                                             self.device)
         self.encoder = None
         if config.train.speaker.enabled:
-            self.encoder = build_speaker_encoder(config.train.speaker)
-            self.encoder.load_state_dict(payload["speaker_encoder"])
-            self.encoder.to(self.device).eval()
+            self.encoder = inference_speaker_encoder(config.train.speaker, payload["speaker_encoder"], self.device)
         self.step = int(payload["counters"]["step"])
         self.hop = config.train.generator.hop_samples
         self.pad_unit = unit_count(codebook)

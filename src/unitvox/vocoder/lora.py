@@ -1,4 +1,4 @@
-"""Low-rank adapters (LoRA) for Conv1d and ConvTranspose1d layers, and merging them back.
+"""Low-rank adapters (LoRA) for Conv1d, ConvTranspose1d and Linear layers, and merging them back.
 
 A wrapped layer computes base(x) + (alpha / rank) * up(down(x)), two small convolutions whose
 composition is a rank-`rank` update of the base weight. The update is added to the layer's output,
@@ -68,12 +68,41 @@ class LoraConv(nn.Module):
         return self.scale * delta
 
 
+class LoraLinear(nn.Module):
+    """A Linear layer plus a trainable rank-`rank` update: base(x) + scale * up(down(x)); `up` starts at zero."""
+
+    def __init__(self, base: nn.Linear, rank: int, alpha: float):
+        super().__init__()
+        if rank < 1:
+            raise ValueError(f"LoRA rank must be positive, got {rank}")
+        self.base = base
+        self.rank = rank
+        self.scale = alpha / rank
+        self.down = nn.Linear(base.in_features, rank, bias=False)
+        self.up = nn.Linear(rank, base.out_features, bias=False)
+        nn.init.zeros_(self.up.weight)
+        self.down.to(device=base.weight.device, dtype=base.weight.dtype)
+        self.up.to(device=base.weight.device, dtype=base.weight.dtype)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """features (..., C_in) -> (..., C_out), as the base layer."""
+        return self.base(features) + self.scale * self.up(self.down(features))
+
+    def delta_weight(self) -> torch.Tensor:
+        """The scaled update as a (C_out, C_in) weight."""
+        return self.scale * self.up.weight @ self.down.weight
+
+
+ADAPTED = (nn.Conv1d, nn.ConvTranspose1d, nn.Linear)
+WRAPPERS = (LoraConv, LoraLinear)
+
+
 def _matches(name: str, patterns: list[str]) -> bool:
     return any(pattern in name.split(".") or fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
 
 
 def apply_lora(model: nn.Module, config: LoraConfig) -> nn.Module:
-    """Wrap every Conv1d / ConvTranspose1d whose name matches `config.targets`, in place.
+    """Wrap every Conv1d / ConvTranspose1d / Linear whose name matches `config.targets`, in place.
 
     With `config.lora_only` every other parameter is frozen, so an optimizer over the trainable
     parameters trains the adapters alone. Rank 0 returns the model unchanged.
@@ -83,24 +112,26 @@ def apply_lora(model: nn.Module, config: LoraConfig) -> nn.Module:
     """
     if config.rank == 0:
         return model
-    if any(isinstance(module, LoraConv) for module in model.modules()):
+    if any(isinstance(module, WRAPPERS) for module in model.modules()):
         raise ValueError("the model already has LoRA adapters; merge them before adding new ones")
     targets = [name for name, module in model.named_modules()
-               if isinstance(module, (nn.Conv1d, nn.ConvTranspose1d)) and _matches(name, config.targets)]
+               if isinstance(module, ADAPTED) and _matches(name, config.targets)]
     if not targets:
-        raise ValueError(f"no Conv1d or ConvTranspose1d layer matches the LoRA targets {config.targets}")
+        raise ValueError(f"no Conv1d, ConvTranspose1d or Linear layer matches the LoRA targets {config.targets}")
     if config.lora_only:
         model.requires_grad_(False)
     for name in targets:
         parent, child = _parent_of(model, name)
-        setattr(parent, child, LoraConv(getattr(parent, child), config.rank, config.alpha))
+        base = getattr(parent, child)
+        wrapper = LoraLinear if isinstance(base, nn.Linear) else LoraConv
+        setattr(parent, child, wrapper(base, config.rank, config.alpha))
     return model
 
 
 def lora_parameters(model: nn.Module) -> Iterator[nn.Parameter]:
     """The adapters' parameters (down and up of every wrapper)."""
     for module in model.modules():
-        if isinstance(module, LoraConv):
+        if isinstance(module, WRAPPERS):
             yield from module.down.parameters()
             yield from module.up.parameters()
 
@@ -111,10 +142,10 @@ def merge_lora(model: nn.Module) -> nn.Module:
     A weight-normalised base is folded to a plain weight, updated, and normalised again, so the
     merged model has the same parameter names as one that never had adapters and the same outputs.
     """
-    names = [name for name, module in model.named_modules() if isinstance(module, LoraConv)]
+    names = [name for name, module in model.named_modules() if isinstance(module, WRAPPERS)]
     for name in names:
         parent, child = _parent_of(model, name)
-        wrapper: LoraConv = getattr(parent, child)
+        wrapper: LoraConv | LoraLinear = getattr(parent, child)
         base = wrapper.base
         norm_dim = _weight_norm_dim(base)
         if norm_dim is not None:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unitvox.config import ConfigError, SpeakerConfig
-from unitvox.registry import registrar
+from unitvox.registry import Requirement, registrar
 
 
 class SpeakerEncoder(Protocol):
@@ -81,12 +81,17 @@ class LearnedSpeakerEncoder(nn.Module):
         return F.normalize(self.project(pooled), dim=-1)
 
 
+_RESEMBLYZER_INSTALL = "pip install --no-deps resemblyzer webrtcvad-wheels"
+
+
 @register_speaker_encoder("resemblyzer")
 class ResemblyzerSpeakerEncoder(nn.Module):
     """Resemblyzer's pretrained voice encoder (shipped in its wheel) with a torch mel front-end and a projection.
 
     Frozen with `freeze_encoder`, else fine-tuned; the projection to `embedding_dim` always trains.
     """
+
+    requires = (Requirement("resemblyzer", _RESEMBLYZER_INSTALL), Requirement("webrtcvad", _RESEMBLYZER_INSTALL))
 
     def __init__(self, config: SpeakerConfig):
         super().__init__()

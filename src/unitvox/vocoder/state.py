@@ -12,7 +12,7 @@ from torch import nn
 
 from unitvox.config import TrainConfig
 from unitvox.vocoder.discriminators import Discriminators
-from unitvox.vocoder.generator import UnitGenerator
+from unitvox.vocoder.generator import make_generator
 from unitvox.vocoder.lora import apply_lora, lora_parameters
 from unitvox.vocoder.speaker_encoder import build_speaker_encoder
 
@@ -34,6 +34,8 @@ class TrainState:
     best_validation: float = math.inf
     validations_without_improvement: int = 0
     log: list[dict[str, Any]] = field(default_factory=list)
+    # What this line of checkpoints is trained with (`checkpoint.lineage`); a resume must match it.
+    lineage: dict[str, Any] = field(default_factory=dict)
 
     def modules(self) -> dict[str, nn.Module]:
         found = {"generator": self.generator, "discriminators": self.discriminators}
@@ -52,6 +54,7 @@ class TrainState:
                          "best_validation": self.best_validation,
                          "validations_without_improvement": self.validations_without_improvement},
             "log": json.dumps(self.log),
+            "lineage": self.lineage,
             "rng": {"torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
         }
@@ -66,6 +69,7 @@ class TrainState:
         for name, value in payload["counters"].items():
             setattr(self, name, value)
         self.log = json.loads(payload["log"])
+        self.lineage = dict(payload.get("lineage") or {})  # checkpoints before it was recorded have none
         torch.set_rng_state(payload["rng"]["torch"])
         if payload["rng"]["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(payload["rng"]["cuda"])
@@ -85,7 +89,7 @@ def build_state(config: TrainConfig, num_units: int, device: torch.device,
     """
     torch.manual_seed(config.seed)
     speaker_encoder = build_speaker_encoder(config.speaker) if config.speaker.enabled else None
-    generator = UnitGenerator(config.generator, num_units)
+    generator = make_generator(config.generator, num_units)
     if initial_generator is not None:
         generator.load_state_dict(initial_generator)
     if config.generator.lora.rank:

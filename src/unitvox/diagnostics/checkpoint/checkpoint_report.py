@@ -10,9 +10,10 @@ from unitvox.diagnostics.checkpoint.keys import group_pattern, natural_key
 from unitvox.diagnostics.diagnosis import OK, PROBLEM, WARNING
 from unitvox.report import markdown_table
 
-STRUCTURE_ROWS = ("num_units", "embedding_dim", "upsample_initial_channels", "stages", "upsample_kernel_sizes",
-                  "blocks_per_fusion", "resblock", "resblock_kernel_sizes", "dilations_per_block", "groups", "lora",
-                  "speaker_embedding_dim")
+STRUCTURE_ROWS = ("type", "num_units", "embedding_dim", "upsample_initial_channels", "stages",
+                  "upsample_kernel_sizes", "blocks_per_fusion", "resblock", "resblock_kernel_sizes",
+                  "dilations_per_block", "groups", "backbone_dim", "backbone_intermediate_dim", "backbone_layers",
+                  "frames_per_unit", "n_fft", "lora", "speaker_embedding_dim")
 GROUPS_SHOWN = 6
 DIFFERENCES_SHOWN = 5
 

@@ -20,8 +20,11 @@ from unitvox.config import GeneratorConfig, TrainConfig
 from unitvox.diagnostics.checkpoint.keys import WEIGHT_NORM
 
 FAMILIES = ("pre_conv", "upsamples", "resblocks", "post_conv")
-# UnitGenerator's top-level modules, so prefixes can be recognised before a model is built.
-GENERATOR_PARTS = ("embedding", *FAMILIES, "films")
+# The generators' top-level modules (UnitGenerator's, then VocosGenerator's own), so prefixes can be
+# recognised before a model is built.
+GENERATOR_PARTS = ("embedding", *FAMILIES, "films", "input_norm", "output_norm", "head")
+# What the weights of a `vocos` generator determine, beside embedding_dim, lora and speaker_embedding_dim.
+VOCOS_SHAPES = ("backbone_dim", "backbone_intermediate_dim", "backbone_layers", "frames_per_unit")
 INFER = "infer"  # speaker settings follow the FiLM width the weights have
 
 
@@ -40,7 +43,12 @@ def _indexes(state: Mapping[str, Any], prefix: str) -> list[int]:
 
 
 def infer_structure(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """What the weights say about the generator, plus `unknown`: what they cannot say."""
+    """What the weights say about the generator, plus `unknown`: what they cannot say.
+
+    A `vocos` generator's weights (an iSTFT `head`) say so with `type: vocos`; HiFi-GAN's name no type.
+    """
+    if conv_weight(state, "head.out") is not None:
+        return _infer_vocos(state)
     found: dict[str, Any] = {"unknown": ["upsample_rates (strides are not stored in weights)",
                                          "resblock_dilations values (only how many per block)"]}
     embedding = state.get("embedding.weight")
@@ -65,6 +73,32 @@ def infer_structure(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
         found["groups"] = _same([block.get("groups") for fusion in fusions for block in fusion if block.get("groups")])
         layout = [_shape_free(block) for block in first]
         found["uniform_stages"] = all([_shape_free(block) for block in fusion] == layout for fusion in fusions)
+    found["lora"] = _lora(state)
+    if found["lora"]:
+        found["unknown"].append("lora.alpha (the adapters' scale is not stored in weights)")
+    film = state.get("films.0.projection.weight")
+    found["speaker_embedding_dim"] = film.shape[1] if film is not None else 0
+    return found
+
+
+def _infer_vocos(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """What the weights of a `vocos` generator say: widths, depth, STFT frames per unit (the upsampler's
+    kernel is twice its rate), FFT size (the head predicts n_fft + 2 channels), LoRA and FiLM."""
+    found: dict[str, Any] = {"type": "vocos", "unknown": ["hop_samples (the STFT hop is hop_samples / frames_per_unit)"]}
+    embedding = state.get("embedding.weight")
+    if embedding is not None and embedding.dim() == 2:
+        found["num_units"], found["embedding_dim"] = embedding.shape[0] - 1, embedding.shape[1]
+    pre = conv_weight(state, "pre_conv")
+    if pre is not None:
+        found["backbone_dim"] = pre.shape[0]
+    blocks = _indexes(state, "resblocks.")
+    found["backbone_layers"] = len(blocks)
+    bottleneck = conv_weight(state, f"resblocks.{blocks[0]}.pwconv1") if blocks else None
+    if bottleneck is not None:
+        found["backbone_intermediate_dim"] = bottleneck.shape[0]
+    upsample = conv_weight(state, "upsamples.0")
+    found["frames_per_unit"] = upsample.shape[-1] // 2 if upsample is not None else 1
+    found["n_fft"] = conv_weight(state, "head.out").shape[0] - 2
     found["lora"] = _lora(state)
     if found["lora"]:
         found["unknown"].append("lora.alpha (the adapters' scale is not stored in weights)")
@@ -107,11 +141,14 @@ def _lora(state: Mapping[str, torch.Tensor]) -> dict[str, Any] | None:
     wrapped = sorted({key[: -len(".down.weight")] for key in state if key.endswith(".down.weight")})
     if not wrapped:
         return None
-    # A transposed conv's `up` is (rank, C_out, K); a conv's is (C_out, rank, 1).
+    # A transposed conv's `up` is (rank, C_out, K); a conv's is (C_out, rank, 1); a linear layer's (C_out, rank).
     ranks = [state[f"{name}.up.weight"].shape[0 if name.startswith("upsamples.") else 1] for name in wrapped
              if f"{name}.up.weight" in state]
     convs = {key.rsplit(f".{WEIGHT_NORM}.original1", 1)[0].removesuffix(".base")
              for key in state if key.endswith(f"{WEIGHT_NORM}.original1")}
+    # Layers without weight norm (vocos's): every matrix or kernel that is not an adapter's own.
+    convs |= {key[: -len(".weight")].removesuffix(".base") for key, tensor in state.items()
+              if key.endswith(".weight") and tensor.dim() >= 2 and not key.endswith((".down.weight", ".up.weight"))}
     targets = []
     for family in FAMILIES:
         members = {conv for conv in convs if conv.split(".", 1)[0] == family}
@@ -138,6 +175,12 @@ def structure_differences(structure: Mapping[str, Any], generator: GeneratorConf
     if structure.get("num_units", num_units) != num_units:
         found.append(f"the checkpoint embeds {structure['num_units']} units, the model {num_units}: it needs units "
                      "from the codebook it was trained on")
+    kind = structure.get("type", "hifigan")
+    if kind != generator.type:
+        return [*found, f"generator type: the checkpoint has a {kind} generator, the config {generator.type} "
+                        "(train.generator.type)"]
+    if kind == "vocos":
+        return found + _vocos_differences(structure, generator)
     differ("embedding_dim", "embedding_dim", generator.embedding_dim)
     differ("upsample_initial_channels", "upsample_initial_channels", generator.upsample_initial_channels)
     differ("stages", "upsampling stages", len(generator.upsample_rates))
@@ -168,6 +211,20 @@ def structure_differences(structure: Mapping[str, Any], generator: GeneratorConf
     return found
 
 
+def _vocos_differences(structure: Mapping[str, Any], generator: GeneratorConfig) -> list[str]:
+    found = []
+    for name in ("embedding_dim", *VOCOS_SHAPES, "speaker_embedding_dim"):
+        if name in structure and structure[name] != getattr(generator, name):
+            found.append(f"{name}: the checkpoint has {structure[name]}, the config {getattr(generator, name)}")
+    n_fft = generator.n_fft or 4 * (generator.hop_samples // generator.frames_per_unit)
+    if structure.get("n_fft", n_fft) != n_fft:
+        found.append(f"n_fft: the checkpoint has {structure['n_fft']}, the config {n_fft}")
+    lora = structure.get("lora") or {}
+    if lora.get("rank", 0) != generator.lora.rank:
+        found.append(f"LoRA rank: the checkpoint has {lora.get('rank', 0)}, the config {generator.lora.rank}")
+    return found
+
+
 def guess_dilations(counts: list[int | None], current: list[list[int]]) -> list[list[int]]:
     """Dilation lists of the given lengths: the config's where they fit, else HiFi-GAN's 1, 3, 5, ..."""
     guessed = []
@@ -186,6 +243,11 @@ def generator_target(structure: Mapping[str, Any], current: GeneratorConfig) -> 
     """The config's generator with every field the weights determine set to what they say; and what could not be."""
     target = _plain(current)
     notes = []
+    target["type"] = structure.get("type", "hifigan")
+    if target["type"] == "vocos":
+        _vocos_target(structure, current, target)
+        _lora_target(structure, current, target, notes)
+        return target, notes
     for name in ("embedding_dim", "upsample_initial_channels", "speaker_embedding_dim"):
         if name in structure:
             target[name] = int(structure[name])
@@ -198,6 +260,21 @@ def generator_target(structure: Mapping[str, Any], current: GeneratorConfig) -> 
                          f"{structure['stages']} rates whose product is hop_samples (strides are not in the weights)")
     if "blocks_per_fusion" in structure:
         _fusion_target(structure, current, target, notes)
+    _lora_target(structure, current, target, notes)
+    return target, notes
+
+
+def _vocos_target(structure: Mapping[str, Any], current: GeneratorConfig, target: dict[str, Any]) -> None:
+    for name in ("embedding_dim", *VOCOS_SHAPES, "speaker_embedding_dim"):
+        if name in structure:
+            target[name] = int(structure[name])
+    if "n_fft" in structure:  # 0 when it is the default of four STFT hops
+        stft_hop = current.hop_samples // max(1, target["frames_per_unit"])
+        target["n_fft"] = 0 if structure["n_fft"] == 4 * stft_hop else int(structure["n_fft"])
+
+
+def _lora_target(structure: Mapping[str, Any], current: GeneratorConfig, target: dict[str, Any],
+                 notes: list[str]) -> None:
     lora = structure.get("lora")
     target["lora"]["rank"] = 0
     if lora:
@@ -206,7 +283,6 @@ def generator_target(structure: Mapping[str, Any], current: GeneratorConfig) -> 
             target["lora"].update(rank=lora["rank"], targets=list(current.lora.targets) if same else lora["targets"])
         else:
             notes.append(f"LoRA adapters of several ranks {lora['rank']}: one rank per model is all the config holds")
-    return target, notes
 
 
 def _fusion_target(structure: Mapping[str, Any], current: GeneratorConfig, target: dict[str, Any],
