@@ -13,7 +13,8 @@ from unitvox.cli import main
 # The demo config with training shrunk to two steps, so the whole pipeline runs in a test.
 QUICK = ["--set", "train.max_steps=2", "--set", "train.generator_warmup_steps=1", "--set", "train.batch_size=4",
          "--set", "train.segment_seconds=0.25", "--set", "evaluate.speaker_embedder=mfcc_stats",
-         "--set", "samples.count=1", "--set", "evaluate.gates.unit_match_min=null"]
+         "--set", "samples.count=1", "--set", "evaluate.gates.unit_match_min=null",
+         "--set", "evaluate.gates.cer_max=null", "--set", "evaluate.gates.dnsmos_overall_min=null"]
 ALL_STAGES = ("prepare", "tokenize", "bpe", "train", "evaluate", "samples")
 
 

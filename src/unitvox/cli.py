@@ -205,6 +205,11 @@ def _ablate(args: argparse.Namespace) -> int:
     if args.validate:
         print(f"{args.suite}: valid against {args.config}; variants to run:\n" + "\n".join(plan.describe()))
         return 0
+    if not args.compare_only:  # the bucket, and every variant's packages and models, before the first stage
+        stages = [*plan.upstream, *plan.variant_stages()]
+        preflight.check_store(plan.base, stages, run=args.run)
+        for name in plan.selected:
+            preflight.check_installed(plan.configs[name], stages)
     store = open_store(args.run)
     if args.compare_only:
         print("\n".join(compare_only(plan, store).lines()))

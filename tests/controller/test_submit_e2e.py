@@ -20,7 +20,8 @@ from unitvox.store import open_store
 
 QUICK = ["train.max_steps=2", "train.generator_warmup_steps=1", "train.batch_size=4", "train.segment_seconds=0.25",
          "evaluate.speaker_embedder=mfcc_stats", "evaluate.max_items=3", "samples.count=1",
-         "evaluate.gates.unit_match_min=null", "bpe.vocab_size=150", "cluster.poll_seconds=0.05"]
+         "evaluate.gates.unit_match_min=null", "evaluate.gates.cer_max=null",
+         "evaluate.gates.dnsmos_overall_min=null", "bpe.vocab_size=150", "cluster.poll_seconds=0.05"]
 
 
 class LocalKubelet:

@@ -131,3 +131,20 @@ def test_import_unitvox_stays_light():
     code = "import sys, unitvox; assert 'torch' not in sys.modules; print(unitvox.UnitModel.__name__)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "UnitModel"
+
+
+def test_a_bundle_and_a_run_load_from_s3(exported, sampled_run, s3_bucket):
+    from unitvox.store import open_store
+
+    bucket = open_store(f"s3://{s3_bucket}")
+    for path in sorted(sampled_run.rglob("*")):
+        if path.is_file() and path.parts[len(sampled_run.parts)] in ("config.yaml", "tokenize", "train"):
+            bucket.upload_file(path, f"runs/exp1/{path.relative_to(sampled_run).as_posix()}")
+    for path in exported.iterdir():
+        bucket.upload_file(path, f"models/exp1/{path.name}")
+    local = UnitModel.from_pretrained(str(exported))
+    units = json.loads((sampled_run / UNITS).read_text().splitlines()[0])["units"][:50]
+    speaker = local.embed(np.random.default_rng(3).uniform(-0.3, 0.3, 16000))
+    expected = local.vocode(units, speaker)
+    for uri in (f"s3://{s3_bucket}/models/exp1", f"s3://{s3_bucket}/runs/exp1"):
+        np.testing.assert_array_equal(UnitModel.from_pretrained(uri).vocode(units, speaker), expected)

@@ -22,7 +22,7 @@ from unitvox.prometheus.training import series
 
 UNITS = ("", "seconds", "bytes", "ratio")
 # Label names besides run, stage and variant; each has a small fixed set of values.
-BOUNDED_LABELS = {"shard", "phase", "outcome", "term", "network", "side", "signal", "kind",
+BOUNDED_LABELS = {"shard", "phase", "outcome", "term", "network", "side", "signal", "kind", "audio",
                   "config_hash", "version", "git_commit", "image"}
 
 

@@ -20,6 +20,8 @@ SHRINK = ["tokenize.kmeans.k=20", "tokenize.kmeans.sample_frames=4000", "train.s
           "samples.count=2", "train.speaker.enabled=false", "train.generator.speaker_embedding_dim=0",
           "evaluate.gates.unit_match_min=null"]
 SPEAKER = ["train.speaker.enabled=true", "train.generator.speaker_embedding_dim=64"]
+# jobs/demo.yaml's gates on what independent listeners hear; a two-step generator fails them (tested below).
+LISTENER_GATES_OFF = ["evaluate.gates.cer_max=null", "evaluate.gates.dnsmos_overall_min=null"]
 
 
 def _trained(tokenized_run, factory, *overrides):
@@ -50,7 +52,7 @@ def _evaluate(root, *overrides):
 def test_evaluate_writes_reports_and_its_exit_code_follows_the_gates(trained_run, tmp_path):
     root = tmp_path / "run"
     shutil.copytree(trained_run, root)
-    passing = _evaluate(root, "evaluate.gates.snr_db_min=-200")
+    passing = _evaluate(root, "evaluate.gates.snr_db_min=-200", *LISTENER_GATES_OFF)
     assert passing.returncode == 0, passing.stderr
     metrics = json.loads((root / METRICS).read_text())
     held_out = json.loads((root / "train" / "split.json").read_text())["validation"]
@@ -64,14 +66,50 @@ def test_evaluate_writes_reports_and_its_exit_code_follows_the_gates(trained_run
     assert 0.95 < metrics["summary"]["length_ratio_mean"] <= 1.0
     assert "PASS" in (root / SUMMARY).read_text()
 
-    failing = _evaluate(root, "evaluate.gates.snr_db_min=100")
+    failing = _evaluate(root, "evaluate.gates.snr_db_min=100", *LISTENER_GATES_OFF)
     assert failing.returncode == 3, "a failed gate exits 3, apart from a broken run's 1"
     assert "FAILED" in failing.stdout and "snr_db" in failing.stdout
     suite = ElementTree.parse(root / JUNIT).getroot()
     failures = [case.get("name") for case in suite.iter("testcase") if case.find("failure") is not None]
     assert failures == ["snr_db_min"]
-    again = _evaluate(root, "evaluate.gates.snr_db_min=100")
+    again = _evaluate(root, "evaluate.gates.snr_db_min=100", *LISTENER_GATES_OFF)
     assert again.returncode == 3 and "skipped" in again.stdout, "an up-to-date failed evaluation still fails CI"
+
+
+def test_an_untrained_generator_fails_the_demo_listener_gates(trained_run, tmp_path):
+    root = tmp_path / "run"
+    shutil.copytree(trained_run, root)
+    result = _evaluate(root)  # jobs/demo.yaml's own gates (SHRINK only turns unit_match off)
+    assert result.returncode == 3, result.stderr
+    suite = ElementTree.parse(root / JUNIT).getroot()
+    failures = {case.get("name") for case in suite.iter("testcase") if case.find("failure") is not None}
+    assert {"cer_max", "dnsmos_overall_min"} <= failures
+    assert "length_ratio_min" not in failures, "the length is right: only the listeners catch it"
+    metrics = json.loads((root / METRICS).read_text())
+    resynthesis, original = metrics["summary"], metrics["original"]["summary"]
+    assert resynthesis["cer_mean"] > original["cer_mean"] and resynthesis["dnsmos_overall_mean"] < original["dnsmos_overall_mean"]
+
+
+def test_the_report_links_every_audio_file_and_loads_in_chromium(trained_run, tmp_path):
+    from html.parser import HTMLParser
+
+    root = tmp_path / "run"
+    shutil.copytree(trained_run, root)
+    assert _evaluate(root, *LISTENER_GATES_OFF).returncode == 0
+    page = root / "evaluate" / "report.html"
+    sources = []
+    parser = HTMLParser()
+    parser.handle_starttag = lambda tag, attributes: sources.extend(
+        value for name, value in attributes if tag == "audio" and name == "src")
+    parser.feed(page.read_text())
+    held_out = json.loads((root / METRICS).read_text())["utterances"]
+    assert len(sources) == 2 * len(held_out)
+    assert all((page.parent / source).is_file() for source in sources)
+    if shutil.which("chromium"):
+        import headless_chromium
+
+        assert headless_chromium.load(page).console == []
+        assert headless_chromium.screenshot(page, tmp_path / "report.png").stat().st_size > 10_000
 
 
 def test_samples_without_speaker_conditioning(trained_run, tmp_path):

@@ -13,7 +13,9 @@ import shutil
 import pytest
 
 from unitvox.config import load, to_yaml
-from unitvox.layout import CODEBOOK_CENTROIDS, CODEBOOK_FINGERPRINT, EVALUATE_METRICS, MANIFEST, UNITS
+from unitvox.layout import (
+    CODEBOOK_CENTROIDS, CODEBOOK_FINGERPRINT, EVALUATE_METRICS, MANIFEST, TOKENIZE_SAMPLE, UNITS, success,
+)
 from unitvox.stages import Shard, phases, run_stage
 from unitvox.store import LocalStore
 
@@ -24,7 +26,8 @@ SMALL = ["tokenize.kmeans.k=20", "tokenize.kmeans.sample_frames=4000"]
 TRAINED = [*SMALL, "train.segment_seconds=0.25", "train.batch_size=4", "train.max_steps=2",
            "train.generator_warmup_steps=1", "train.validate_every=2", "train.validation_items=3",
            "train.sample_every=1000", "evaluate.speaker_embedder=mfcc_stats", "train.speaker.enabled=false",
-           "train.generator.speaker_embedding_dim=0", "evaluate.gates.unit_match_min=null"]
+           "train.generator.speaker_embedding_dim=0", "evaluate.gates.unit_match_min=null",
+           "evaluate.gates.cer_max=null", "evaluate.gates.dnsmos_overall_min=null"]
 OUTPUTS = (CODEBOOK_CENTROIDS, CODEBOOK_FINGERPRINT, UNITS)
 
 
@@ -97,12 +100,12 @@ def test_a_sample_of_other_data_is_not_reused(prepared_run, tmp_path):
     store = _copy(prepared_run, tmp_path / "run")
     config = load("jobs/demo.yaml", [*SMALL, "tokenize.shards=1"])
     run_stage(config, store, "tokenize", phase="sample")
-    before = sorted(store.list("tokenize/sample/"))
-    record = store.read_json("prepare/_SUCCESS.json")
+    before = sorted(store.list(f"{TOKENIZE_SAMPLE}/"))
+    record = store.read_json(success("prepare"))
     record["outputs"][MANIFEST]["sha256"] = "0" * 64  # as if prepare had made another manifest
-    store.write_json("prepare/_SUCCESS.json", record)
+    store.write_json(success("prepare"), record)
     run_stage(config, store, "tokenize", phase="sample")
-    assert len(sorted(store.list("tokenize/sample/"))) == 2 * len(before)
+    assert len(sorted(store.list(f"{TOKENIZE_SAMPLE}/"))) == 2 * len(before)
 
 
 @pytest.fixture(scope="module")

@@ -208,7 +208,8 @@ SHRUNK = ["tokenize.kmeans.k=20", "tokenize.kmeans.sample_frames=4000", "train.s
           "train.batch_size=4", "train.max_steps=2", "train.generator_warmup_steps=1", "train.checkpoint_every=1",
           "train.validate_every=2", "train.validation_items=3", "train.sample_every=1000", "metrics.port=0",
           "train.speaker.enabled=false", "train.generator.speaker_embedding_dim=0",
-          "evaluate.speaker_embedder=mfcc_stats", "evaluate.gates.unit_match_min=null"]
+          "evaluate.speaker_embedder=mfcc_stats", "evaluate.gates.unit_match_min=null",
+          "evaluate.gates.cer_max=null", "evaluate.gates.dnsmos_overall_min=null"]
 # Objects that record wall-clock time (timings, steps per second, when a check ran) or hash an
 # object that does; they are compared with those fields left out, everything else byte for byte.
 _TIMED_FIELDS = {"time", "checked_at", "timings", "store_retries", "checkpoint", "started", "finished", "seconds"}

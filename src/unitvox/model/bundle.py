@@ -16,6 +16,7 @@ every fingerprint (a codebook of another run, another k or another extractor set
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import io
 import json
 import platform
@@ -24,7 +25,6 @@ from typing import Any
 
 import numpy as np
 
-from unitvox import __version__
 from unitvox.config import Config, ConfigError, load as load_config
 from unitvox.layout import BPE_MODEL, CODEBOOK, CONFIG, EVALUATE_METRICS, PREPARE_REPORT
 from unitvox.store import Store
@@ -94,7 +94,7 @@ def from_run(store: Store, checkpoint: str = "best", config: Config | None = Non
         "sample_rate": config.prepare.sample_rate,
         "units": "frames",
         "features": dataclasses.asdict(config.tokenize.features),
-        "checks": dataclasses.asdict(config.prepare.checks),
+        "levels": {"checks": dataclasses.asdict(config.prepare.checks), "split": dataclasses.asdict(config.prepare.split)},
         "codebook": codebook.fingerprint,
         "vocoder": payload["model"],
         "checkpoint": {"uri": source.url(key), "sha256": source.sha256(key), "step": int(payload["counters"]["step"])},
@@ -109,7 +109,9 @@ def from_run(store: Store, checkpoint: str = "best", config: Config | None = Non
 def _versions() -> dict[str, str]:
     import torch
 
-    return {"unitvox": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    # the installed distribution's version: importing unitvox.__version__ here would close an import cycle
+    return {"unitvox": importlib.metadata.version("unitvox"), "torch": torch.__version__,
+            "python": platform.python_version()}
 
 
 def model_card(store: Store, description: dict[str, Any]) -> str:

@@ -104,7 +104,9 @@ _SPECS = (
 
 # Evaluation figures: derived from the metric registry, so a new metric is exported without an edit
 # here. `audio` is resynthesis or original (the original's own figure: the ceiling).
-_UNITS = {"dB": "decibels", "ratio": "ratio", "cents": "cents", "Hz": "hertz"}
+# Only ratios carry a unit here (the catalogue's units are Prometheus base units; decibels, cents and MOS
+# are spelt in the gauge's name instead, as evaluate_snr_decibels always was).
+_UNITS = {"ratio": "ratio"}
 _SPECS += tuple(
     _gauge(metric.gauge, f"Mean {metric.title} of held-out audio ({metric.direction}): {metric.help}",
            _UNITS.get(metric.unit, ""), labels=("audio",))

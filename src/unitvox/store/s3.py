@@ -24,8 +24,8 @@ from boto3.exceptions import Boto3Error
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import (
-    BotoCoreError, ClientError, FlexibleChecksumError, HTTPClientError, IncompleteReadError, NoCredentialsError,
-    ResponseStreamingError,
+    BotoCoreError, ClientError, ConnectionClosedError, FlexibleChecksumError, HTTPClientError, IncompleteReadError,
+    NoCredentialsError, ResponseStreamingError,
 )
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
@@ -427,11 +427,15 @@ class S3Store(Store):
 
 
 PROBE_TIMEOUT_SECONDS = 5.0
+PROBE_ATTEMPTS = 3
 """How long `probe_bucket` waits to connect, and then for the answer, before calling the endpoint unreachable."""
 
 
 def probe_bucket(uri: str, timeout_seconds: float = PROBE_TIMEOUT_SECONDS) -> None:
-    """One HEAD of the bucket of `uri`, tried once with a short timeout: is the endpoint up and the bucket there?
+    """A HEAD of the bucket of `uri`, with a short timeout: is the endpoint up and the bucket there?
+
+    Tried up to PROBE_ATTEMPTS times, so that one reset connection or one 503 SlowDown (which a busy
+    endpoint sends now and then) does not refuse a run; a refused connection still fails in a moment.
 
     `unitvox.preflight` calls it before a stage starts, so that a wrong endpoint or bucket is said at
     once rather than after the store's full retry budget, or after hours of work.
@@ -443,8 +447,9 @@ def probe_bucket(uri: str, timeout_seconds: float = PROBE_TIMEOUT_SECONDS) -> No
     bucket, _ = _split_uri(uri)
     endpoint_url = endpoint_url_from_environment()
     where = endpoint_url or "the AWS default endpoint"
-    config = Config(retries={"mode": "standard", "total_max_attempts": 1}, connect_timeout=timeout_seconds,
-                    read_timeout=timeout_seconds, s3={"addressing_style": "path"} if endpoint_url else None)
+    config = Config(retries={"mode": "standard", "total_max_attempts": PROBE_ATTEMPTS},
+                    connect_timeout=timeout_seconds, read_timeout=timeout_seconds,
+                    s3={"addressing_style": "path"} if endpoint_url else None)
     client = boto3.session.Session(region_name=region_from_environment()).client(
         "s3", endpoint_url=endpoint_url, config=config)
     try:
@@ -456,7 +461,11 @@ def probe_bucket(uri: str, timeout_seconds: float = PROBE_TIMEOUT_SECONDS) -> No
         if code in _ACCESS_CODES:
             raise LookupError(f"access to bucket {bucket!r} at {where} is denied ({code}); "
                               "check the AWS credentials and the bucket's policy") from None
+        if code in _THROTTLE_CODES or error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500:
+            return  # busy, not absent: the store's own retries handle a busy endpoint
         raise ConnectionError(f"{where} answered HEAD bucket {bucket!r} with {code or 'an error'}") from None
+    except ConnectionClosedError:
+        return  # something listens there and cut one answer short; the store's retries handle that
     except NoCredentialsError:
         raise LookupError("no AWS credentials found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
                           "or AWS_PROFILE)") from None

@@ -151,7 +151,7 @@ def _recording(source, model, outcome: Outcome) -> np.ndarray | None:
         outcome.skip(Failure(source.uri, f"too_short: {len(wave)} samples, less than one unit frame "
                                          f"({model.hop_samples} samples)"))
         return None
-    warning = check_levels(wave, model.sample_rate, model.bundle.description.get("checks", {}))
+    warning = check_levels(wave, model.sample_rate, model.bundle.description.get("levels", {}))
     if warning:
         print(f"unitvox: warning: {source.uri}: {warning} (encoded anyway)", file=sys.stderr)
     return wave

@@ -80,12 +80,13 @@ def read_recording(source: Source, rate: int) -> np.ndarray:
         return np.concatenate(list(audio.stream_mono(path, rate)))
 
 
-def check_levels(samples: np.ndarray, rate: int, checks: Any) -> str | None:
-    """Prepare's segment checks as a warning (too short, too quiet, mostly silent, clipped), or None."""
+def check_levels(samples: np.ndarray, rate: int, levels: dict[str, Any]) -> str | None:
+    """Prepare's segment checks (too short, too quiet, mostly silent, clipped) with the run's settings, as a
+    warning, or None when they pass; `levels` is a bundle's `{"checks": ..., "split": ...}`."""
     from unitvox.config import ChecksConfig, SplitConfig, from_dict
 
-    checks = from_dict(ChecksConfig, checks, "checks") if isinstance(checks, dict) else checks
-    split = SplitConfig()
+    checks = from_dict(ChecksConfig, levels.get("checks", {}), "levels.checks")
+    split = from_dict(SplitConfig, levels.get("split", {}), "levels.split")
     failed = audio.check(audio.measure(samples, rate, split, checks), len(samples) / rate, checks)
     return None if failed is None else f"{failed[0]}: {failed[1]}"
 
