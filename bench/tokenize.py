@@ -7,6 +7,8 @@ Every configuration (extractor x scale) gets its own run folder. `unitvox prepar
 rate is printed too but is not part of the tokenize figures. `unitvox tokenize` then runs in a child
 process, timed from start to exit, and its peak resident memory comes from `os.wait4`. A scale of N
 links every corpus file N times under speaker folders `<speaker>_copy<n>`, so segment ids stay unique.
+Beside the stage's rate it prints the extractor's own on the same segments, config and layer (built
+once and not timed, audio read beforehand) and their ratio: the stage's overhead over the encoder.
 
 The ssl extractor uses a wav2vec2-base-sized encoder (transformers defaults: 12 layers, hidden 768)
 with random weights, saved to a local folder, so nothing is downloaded and the cost is that of the real

@@ -121,6 +121,25 @@ def needs(config: Config, stages: Iterable[str] = EVERYTHING) -> list[Need]:
             from unitvox.evaluation.speaker import SPEAKER_EMBEDDERS  # librosa: only when an embedder is chosen
 
             found += _plugin_needs(key, name, SPEAKER_EMBEDDERS)
+    if EVALUATE in stages:
+        found += _evaluation_needs(config)
+    return found
+
+
+def _evaluation_needs(config: Config) -> list[Need]:
+    """The ASR engine's packages, and those of DNSMOS, PESQ and STOI when they are on."""
+    from unitvox.evaluation.asr import ASR_ENGINES
+    from unitvox.evaluation.scoring import ListenerSettings, choose_asr_engine
+
+    evaluate = config.evaluate
+    engine, _ = choose_asr_engine(ListenerSettings(asr_engine=evaluate.asr.engine, language=evaluate.asr.language))
+    found = _plugin_needs("evaluate.asr.engine", engine, ASR_ENGINES) if engine else []
+    if evaluate.dnsmos:
+        found += [Need("evaluate.dnsmos", "true", Requirement(module, "pip install speechmos onnxruntime"))
+                  for module in ("speechmos", "onnxruntime")]
+    if evaluate.distortions:
+        found += [Need("evaluate.distortions", "true", Requirement(module, "pip install pesq pystoi"))
+                  for module in ("pesq", "pystoi")]
     return found
 
 
@@ -183,5 +202,5 @@ def _model_folder_problems(config: Config, stages: tuple[str, ...]) -> list[str]
     return lines
 
 
-__all__ = ["EVERYTHING", "Need", "PreflightError", "check", "check_installed", "check_store", "is_local_path", "is_missing",
-           "model_folders", "needs"]
+__all__ = ["EVERYTHING", "Need", "PreflightError", "check", "check_installed", "check_store", "is_local_path",
+           "is_missing", "model_folders", "needs"]

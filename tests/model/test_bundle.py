@@ -148,3 +148,13 @@ def test_a_bundle_and_a_run_load_from_s3(exported, sampled_run, s3_bucket):
     expected = local.vocode(units, speaker)
     for uri in (f"s3://{s3_bucket}/models/exp1", f"s3://{s3_bucket}/runs/exp1"):
         np.testing.assert_array_equal(UnitModel.from_pretrained(uri).vocode(units, speaker), expected)
+
+
+def test_a_long_recording_encodes_in_chunks_as_in_one_piece(exported):
+    model = UnitModel.from_pretrained(str(exported))
+    wave = np.random.default_rng(4).normal(0, 0.1, int(model.features.chunk_seconds * 16000 * 3.5)).astype(np.float32)
+    chunked = model.encode(wave, 16000, progress="long")
+    assert len(chunked) == len(wave) // model.hop_samples
+    np.testing.assert_array_equal(chunked, model.encode(wave, 16000))
+    stereo = np.stack([wave, wave])[:, : 44100 * 2]  # (channels, T) at 44.1 kHz
+    assert len(model.encode(stereo, 44100)) == 2 * 16000 // model.hop_samples

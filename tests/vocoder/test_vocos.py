@@ -210,6 +210,15 @@ def test_two_step_smoke_train_with_speaker_film_and_health_figures(vocos_run):
     assert all(row["grad_norm/generator"] > 0 for row in log)  # what the health monitor judges
 
 
+def test_two_step_smoke_train_of_the_base_preset(tokenized_run, tmp_path):
+    shutil.copytree(tokenized_run, tmp_path / "run")
+    store = LocalStore(str(tmp_path / "run"))
+    result = run_stage(load("jobs/demo.yaml", [*SHRINK, *VOCOS, "train.generator.size=base"]), store, "train")
+    assert result.status == "ran" and result.summary["steps"] == 2
+    generator = ckpt.load(store, LATEST_CHECKPOINT)["model"]["generator"]
+    assert (generator["size"], generator["backbone_dim"], generator["backbone_layers"]) == ("base", 512, 8)
+
+
 def test_vocos_checkpoint_is_refused_by_a_hifigan_config(vocos_run):
     hifigan = load("jobs/demo.yaml", [*SHRINK, "train.max_steps=3"])
     with pytest.raises(ckpt.CheckpointMismatch) as refused:  # inference, evaluation, init_from
@@ -241,6 +250,25 @@ def test_the_trained_vocos_loads_for_inference_at_one_hop_per_unit(vocos_run):
     vocoder = Vocoder(load("jobs/demo.yaml", [*SHRINK, *VOCOS]), vocos_run, "latest")
     reference = np.random.default_rng(0).standard_normal(32000).astype(np.float32) * 0.1
     assert vocoder.generate(list(range(13)), reference).shape == (13 * 320,)
+
+
+def test_export_bundle_vocodes_in_chunks_as_in_one_pass(vocos_run, tmp_path, monkeypatch):
+    """`unitvox export` and UnitModel: the bundle rebuilds the vocos generator from its saved description,
+    and long inputs vocoded in chunks (the receptive field as context) match one pass."""
+    from unitvox.cli import main
+    from unitvox.model import unit_model
+    from unitvox.model.unit_model import UnitModel
+
+    out = tmp_path / "model"  # two steps never validated, so there is no best checkpoint yet
+    assert main(["export", "--run", str(vocos_run.local_root), "--out", str(out), "--checkpoint", "latest"]) == 0
+    model = UnitModel.from_pretrained(str(out))
+    assert isinstance(model.generator, VocosGenerator)
+    units = np.random.default_rng(1).integers(0, model.k, 300)
+    speaker = model.embed(np.random.default_rng(2).uniform(-0.3, 0.3, 16000))
+    whole = model.vocode(units, speaker)
+    assert whole.shape == (300 * 320,)
+    monkeypatch.setattr(unit_model, "VOCODE_CHUNK_FRAMES", 70)
+    np.testing.assert_allclose(model.vocode(units, speaker), whole, atol=1e-5)
 
 
 @pytest.mark.e2e

@@ -11,12 +11,13 @@ import json
 from unitvox.ablations.compare import CURVES, Comparison, VariantRecord, build_comparison, describe_difference
 from unitvox.ablations.plan import Plan
 from unitvox.ablations.suite import Variant
+from unitvox.evaluation.registry import EVALUATION_METRICS
 from unitvox.layout import ABLATION_COMPARISON as COMPARISON, ABLATION_CURVES as CURVES_PNG, ABLATION_REPORT as REPORT
 from unitvox.report import grid, new_figure, png_bytes
 from unitvox.store import Store
 # The report's columns, in this order, when any variant has them.
-TABLE_METRICS = ("validation/mel_best", "validation/mel_final", "loss/mel", "loss/gen_total", "evaluate/snr_db",
-                 "evaluate/mcd", "evaluate/unit_match", "evaluate/speaker_similarity", "evaluate/length_ratio")
+TABLE_METRICS = ("validation/mel_best", "validation/mel_final", "loss/mel", "loss/gen_total",
+                 *(f"evaluate/{name}" for name in EVALUATION_METRICS))
 
 
 def report_markdown(comparison: Comparison, *, curves: bool) -> str:

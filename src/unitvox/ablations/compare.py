@@ -15,6 +15,7 @@ from typing import Any
 
 from unitvox.ablations.plan import Plan
 from unitvox.ablations.suite import DECIBEL_METRICS, ComparisonSettings, Variant
+from unitvox.evaluation.registry import EVALUATION_METRICS
 from unitvox.layout import (
     CONFIG, EVALUATE_METRICS, HEALTH_LATEST as HEALTH, TRAINING_LOG as LOG, ablation_variant, success,
 )
@@ -23,7 +24,7 @@ from unitvox.store import Store
 
 TRAIN_SUCCESS = success("train")
 # Per-utterance means from evaluate/metrics.json, reported as `evaluate/<name>`.
-EVALUATED = ("snr_db", "mcd", "unit_match", "speaker_similarity", "length_ratio")
+EVALUATED = tuple(EVALUATION_METRICS)  # every registered metric
 # Training-log series drawn in curves.png, when any variant logged them.
 CURVES = ("loss/mel", "validation/mel", "loss/gen_total", "loss/disc", "loss/contrastive")
 

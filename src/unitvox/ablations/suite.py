@@ -13,14 +13,18 @@ from typing import Any
 import yaml
 
 from unitvox.config import Config, ConfigError, apply_overrides, expand_generator_preset, from_dict
+from unitvox.evaluation.registry import EVALUATION_METRICS
 from unitvox.store import read_uri_text
 
 _VARIANT_NAME = re.compile(r"^[a-z0-9]([a-z0-9_]{0,38}[a-z0-9])?$")
 # What the comparison may judge, and which way is better; a log's `loss/*` terms are reported, not judged.
-LOWER_IS_BETTER = ("validation/mel_best", "validation/mel_final", "loss/mel", "evaluate/mcd")
-HIGHER_IS_BETTER = ("evaluate/snr_db", "evaluate/unit_match", "evaluate/speaker_similarity")
-# Decibels sit near zero and change sign, so a share of the baseline means nothing: they differ in dB.
-DECIBEL_METRICS = ("evaluate/snr_db",)
+# Evaluation figures (`evaluate/<metric>`) take their direction and unit from the metric registry.
+_EVALUATED = {f"evaluate/{name}": spec for name, spec in EVALUATION_METRICS.items()}
+LOWER_IS_BETTER = ("validation/mel_best", "validation/mel_final", "loss/mel",
+                   *(name for name, spec in _EVALUATED.items() if not spec.higher_is_better))
+HIGHER_IS_BETTER = tuple(name for name, spec in _EVALUATED.items() if spec.higher_is_better)
+# Decibels can sit near zero and change sign, so a share of the baseline means nothing: they differ in dB.
+DECIBEL_METRICS = tuple(name for name, spec in _EVALUATED.items() if spec.decibels)
 
 
 @dataclass(frozen=True)

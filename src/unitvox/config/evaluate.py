@@ -11,10 +11,6 @@ from unitvox.config.common import require as _require
 # Gate keys that an earlier unitvox accepted, and what they are called now.
 RENAMED_GATES = {"mcd_max": "mcd_mfcc_frames_max", "mcd_min": "mcd_mfcc_frames_min",
                  "mcd_median_max": "mcd_mfcc_frames_median_max", "mcd_median_min": "mcd_mfcc_frames_median_min"}
-# Optional packages behind each evaluation model, checked by `validate` before anything runs.
-ASR_PACKAGES = {"pocketsphinx": ("pocketsphinx",), "transformers": ("transformers", "torch")}
-DNSMOS_PACKAGES = ("speechmos", "onnxruntime")
-DISTORTION_PACKAGES = ("pesq", "pystoi")
 
 
 def _default_gates() -> dict[str, float | None]:
@@ -40,23 +36,13 @@ class AsrConfig:
         if self.engine == "none":
             return
         if self.engine == "auto":  # English gets pocketsphinx; other languages run without ASR, with a note
-            if self.language[:2].lower() == "en":
-                _require_packages(ASR_PACKAGES["pocketsphinx"], f"{key}.engine", "auto (pocketsphinx for English)")
             return
         _require(self.engine != "transformers" or bool(self.model), f"{key}.model",
                  "the transformers engine needs a CTC model: a hub name or a local folder")
         _require(supports_language(ASR_ENGINES[self.engine], self.language), f"{key}.language",
                  f"ASR engine {self.engine} does not understand {self.language!r} "
                  f"(it knows {list(ASR_ENGINES[self.engine].languages)})")
-        _require_packages(ASR_PACKAGES.get(self.engine, ()), f"{key}.engine", f"ASR engine {self.engine}")
-
-
-def _require_packages(packages, key: str, what: str) -> None:
-    import importlib.util
-
-    missing = [name for name in packages if importlib.util.find_spec(name) is None]
-    _require(not missing, key, f"{what} needs the package(s) {missing}, which are not installed "
-                               f"(pip install {' '.join(missing)})")
+        # Whether the engine's package is installed is a question about the machine: unitvox.preflight.
 
 
 @dataclass
@@ -100,10 +86,6 @@ class EvaluateConfig:
         _require(self.pitch_tracker in TRACKERS, f"{key}.pitch_tracker",
                  f"unknown pitch tracker {self.pitch_tracker!r}; choose one of {list(TRACKERS)}")
         self.asr.check(f"{key}.asr")
-        if self.dnsmos:
-            _require_packages(DNSMOS_PACKAGES, f"{key}.dnsmos", "DNSMOS")
-        if self.distortions:
-            _require_packages(DISTORTION_PACKAGES, f"{key}.distortions", "PESQ and STOI")
         self._check_gates(f"{key}.gates")
 
     def _check_gates(self, key: str) -> None:

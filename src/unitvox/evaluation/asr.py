@@ -21,7 +21,7 @@ from typing import Protocol
 import numpy as np
 import soxr
 
-from unitvox.registry import registrar, unknown
+from unitvox.registry import Requirement, registrar, unknown
 
 
 class AsrEngine(Protocol):
@@ -71,6 +71,7 @@ class PocketsphinxEngine:
 
     name = "pocketsphinx"
     languages = ("en",)
+    requires = (Requirement("pocketsphinx", "pip install pocketsphinx"),)
     sample_rate = 16000
     # At most 3000 active HMMs a frame (the default is 30000): half the compute on LibriSpeech, and the
     # transcript of 1 word in 10 differs from the default search's, on read speech that is hard for it.
@@ -108,6 +109,7 @@ class TransformersCtcEngine:
 
     name = "transformers"
     languages = ("*",)
+    requires = (Requirement("transformers", "pip install transformers"), Requirement("torch", "pip install torch"))
 
     def __init__(self, *, language: str = "en", model: str = ""):
         import torch

@@ -83,10 +83,22 @@ class UnitModel:
             self._extractor = extractor
         return self._extractor
 
-    def encode(self, wave: np.ndarray, sample_rate: int, deduplicate: bool = False) -> Any:
-        """Units of a recording: (T // hop,) int64, or with `deduplicate` (run units, run durations in frames)."""
+    def encode(self, wave: np.ndarray, sample_rate: int, deduplicate: bool = False, progress: str | None = None) -> Any:
+        """Units of a recording: (T // hop,) int64, or with `deduplicate` (run units, run durations in frames).
+
+        A long recording goes through the extractor in chunks of `features.chunk_seconds`; `progress`
+        names a bar that counts them (shown for recordings of more than two chunks).
+        """
         mono = self.to_model_rate(wave, sample_rate)
-        units = self.codebook.assign(feats.extract(self.extractor, mono, self.features))
+        extractor = self.extractor
+        chunks = -(-len(mono) // max(1, int(self.features.chunk_seconds * self.sample_rate)))
+        if progress and chunks > 2:
+            from tqdm import tqdm
+
+            with tqdm(total=chunks, desc=progress, unit="chunk", leave=False, disable=None) as bar:
+                units = self.codebook.assign(feats.extract(_Counted(extractor, bar), mono, self.features))
+        else:
+            units = self.codebook.assign(feats.extract(extractor, mono, self.features))
         return deduplicated(units) if deduplicate else units
 
     def to_model_rate(self, wave: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -151,6 +163,21 @@ class UnitModel:
             wave = self.generator(tensor[:, begin:end], embedding).float().cpu().numpy().reshape(-1)
             pieces.append(wave[(first - begin) * self.hop_samples : (last - begin) * self.hop_samples])
         return np.concatenate(pieces)
+
+
+class _Counted:
+    """An extractor that ticks a progress bar once per chunk it is given; otherwise the extractor itself."""
+
+    def __init__(self, extractor: feats.FeatureExtractor, bar):
+        self._extractor, self._bar = extractor, bar
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._extractor, name)
+
+    def extract(self, samples: np.ndarray) -> np.ndarray:
+        frames = self._extractor.extract(samples)
+        self._bar.update(1)
+        return frames
 
 
 def deduplicated(units: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

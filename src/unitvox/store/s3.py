@@ -427,47 +427,48 @@ class S3Store(Store):
 
 
 PROBE_TIMEOUT_SECONDS = 5.0
-PROBE_ATTEMPTS = 3
 """How long `probe_bucket` waits to connect, and then for the answer, before calling the endpoint unreachable."""
+PROBE_TRIES = 3
+"""HEADs `probe_bucket` makes when the answer breaks (reset, 5xx, read timeout) before leaving it to the store."""
 
 
 def probe_bucket(uri: str, timeout_seconds: float = PROBE_TIMEOUT_SECONDS) -> None:
-    """A HEAD of the bucket of `uri`, with a short timeout: is the endpoint up and the bucket there?
-
-    Tried up to PROBE_ATTEMPTS times, so that one reset connection or one 503 SlowDown (which a busy
-    endpoint sends now and then) does not refuse a run; a refused connection still fails in a moment.
+    """A HEAD of the bucket of `uri` with a short timeout: is the endpoint up and the bucket there?
 
     `unitvox.preflight` calls it before a stage starts, so that a wrong endpoint or bucket is said at
-    once rather than after the store's full retry budget, or after hours of work.
+    once rather than after the store's full retry budget, or after hours of work. An endpoint that
+    cannot be connected to is unreachable; one that answers badly (a reset, 503 SlowDown, a read
+    timeout) is there, and after PROBE_TRIES such answers the store's own retries take over.
 
     Raises:
-        ConnectionError: the endpoint did not answer within the timeout (retrying later may help).
+        ConnectionError: no connection to the endpoint within the timeout (retrying later may help).
         LookupError: the endpoint answered that the bucket does not exist, or refused access to it.
     """
+    from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError
+
     bucket, _ = _split_uri(uri)
     endpoint_url = endpoint_url_from_environment()
     where = endpoint_url or "the AWS default endpoint"
-    config = Config(retries={"mode": "standard", "total_max_attempts": PROBE_ATTEMPTS},
-                    connect_timeout=timeout_seconds, read_timeout=timeout_seconds,
-                    s3={"addressing_style": "path"} if endpoint_url else None)
+    config = Config(retries={"mode": "standard", "total_max_attempts": 1}, connect_timeout=timeout_seconds,
+                    read_timeout=timeout_seconds, s3={"addressing_style": "path"} if endpoint_url else None)
     client = boto3.session.Session(region_name=region_from_environment()).client(
         "s3", endpoint_url=endpoint_url, config=config)
-    try:
-        client.head_bucket(Bucket=bucket)
-    except ClientError as error:
-        code = str(error.response.get("Error", {}).get("Code", ""))
-        if code in _MISSING_OBJECT_CODES or code == "NoSuchBucket":
-            raise LookupError(f"bucket {bucket!r} does not exist at {where}") from None
-        if code in _ACCESS_CODES:
-            raise LookupError(f"access to bucket {bucket!r} at {where} is denied ({code}); "
-                              "check the AWS credentials and the bucket's policy") from None
-        if code in _THROTTLE_CODES or error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500:
-            return  # busy, not absent: the store's own retries handle a busy endpoint
-        raise ConnectionError(f"{where} answered HEAD bucket {bucket!r} with {code or 'an error'}") from None
-    except ConnectionClosedError:
-        return  # something listens there and cut one answer short; the store's retries handle that
-    except NoCredentialsError:
-        raise LookupError("no AWS credentials found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
-                          "or AWS_PROFILE)") from None
-    except (BotoCoreError, Boto3Error) as error:
-        raise ConnectionError(f"{where} is unreachable within {timeout_seconds:g} s: {error}") from None
+    for _ in range(PROBE_TRIES):
+        try:
+            client.head_bucket(Bucket=bucket)
+            return
+        except ClientError as error:
+            code = str(error.response.get("Error", {}).get("Code", ""))
+            if code in _MISSING_OBJECT_CODES or code == "NoSuchBucket":
+                raise LookupError(f"bucket {bucket!r} does not exist at {where}") from None
+            if code in _ACCESS_CODES:
+                raise LookupError(f"access to bucket {bucket!r} at {where} is denied ({code}); "
+                                  "check the AWS credentials and the bucket's policy") from None
+        except NoCredentialsError:
+            raise LookupError("no AWS credentials found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                              "or AWS_PROFILE)") from None
+        except (EndpointConnectionError, ConnectTimeoutError) as error:
+            raise ConnectionError(f"{where} is unreachable (no connection within {timeout_seconds:g} s: "
+                                  f"{error})") from None
+        except (BotoCoreError, Boto3Error, *_BROKEN_RESPONSE_ERRORS):
+            pass  # it answered, badly: ask again, then leave it to the store's retries

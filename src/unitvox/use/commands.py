@@ -87,7 +87,7 @@ def encode(model, inputs: list[str], out: str, deduplicate: bool = False) -> Out
         wave = _recording(source, model, outcome)
         if wave is None:
             continue
-        units = model.encode(wave, model.sample_rate)
+        units = model.encode(wave, model.sample_rate, progress=source.source_id)
         row = {"id": source.source_id, "source": source.uri, "duration": round(len(wave) / model.sample_rate, 4),
                "hop_seconds": model.hop_seconds, "codebook": model.codebook.hash}
         if deduplicate:
@@ -133,7 +133,7 @@ def resynthesize(model, inputs: list[str], out: str, speaker: str | None = None)
         if wave is None:
             continue
         voice = embedding if embedding is not None or not model.conditioned else model.embed(wave)
-        estimate = model.vocode(model.encode(wave, model.sample_rate), voice)
+        estimate = model.vocode(model.encode(wave, model.sample_rate, progress=source.source_id), voice)
         outcome.written.append(write_wav(store, f"{source.source_id}.wav", estimate, model.sample_rate))
     return outcome
 
