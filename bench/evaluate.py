@@ -43,7 +43,8 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--utterances", type=int, default=6, help="utterances to score (default: 6)")
     parser.add_argument("--seconds", type=float, default=5.0, help="cut each to this many seconds (default: 5)")
     parser.add_argument("--corpus", default=DEFAULT_CORPUS,
-                        help=f"audio folder laid out <speaker>/..., relative to the repo root (default: {DEFAULT_CORPUS})")
+                        help=f"audio folder laid out <speaker>/..., relative to the repo root "
+                             f"(default: {DEFAULT_CORPUS})")
     parser.add_argument("--demo-utterances", type=int, default=12,
                         help="held-out utterances in the estimate of a whole evaluation (default: 12, the demo's)")
     parser.add_argument("--demo-seconds", type=float, default=3.0,
@@ -102,7 +103,8 @@ def metric_calls(originals: list[np.ndarray]):
     load, _, engine = timed(lambda: build_asr_engine("pocketsphinx"))
     calls["asr pocketsphinx (one transcript)"] = (load, lambda a, b: engine.transcribe(b, RATE), 2)
     for tracker in ("pyin", "pyin-fine"):
-        calls[f"f0 {tracker} (one track)"] = (0.0, lambda a, b, t=tracker: track_f0(b, RATE, tracker=t), 2 if tracker == "pyin" else 0)
+        sides = 2 if tracker == "pyin" else 0  # the stage tracks both sides with pyin; pyin-fine is for comparison
+        calls[f"f0 {tracker} (one track)"] = (0.0, lambda a, b, t=tracker: track_f0(b, RATE, tracker=t), sides)
     calls["f0 errors (two tracks)"] = (0.0, lambda a, b: f0_errors(track_f0(a, RATE), track_f0(b, RATE)), 0)
     load, _, dnsmos = timed(Dnsmos)
     calls["dnsmos (one side)"] = (load, lambda a, b: dnsmos.score(b, RATE), 2)
@@ -162,7 +164,8 @@ def main() -> int:
     for name, load, cpu, wall, _, _ in rows:
         print(f"{name:<38} {load:>7.2f} {cpu:>16.4f} {wall:>17.4f}")
     print(f"estimate for {arguments.demo_utterances} held-out utterances of {arguments.demo_seconds:g} s "
-          f"(the resynthesis and the original's row; pyin): {evaluation_estimate(rows, arguments):.1f} CPU s, models loaded once")
+          f"(the resynthesis and the original's row; pyin): {evaluation_estimate(rows, arguments):.1f} CPU s, "
+          "models loaded once")
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     return 0
 

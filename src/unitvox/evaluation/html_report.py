@@ -32,7 +32,8 @@ td.number { text-align: right; font-variant-numeric: tabular-nums; }
 .players { display: flex; gap: 2em; flex-wrap: wrap; } .players figure { margin: 0; }
 img.mel { max-width: 100%; }
 .words { font-family: ui-monospace, monospace; }
-.sub { background: #ffe08a; } del.miss { background: #f7c5c5; } ins.extra { background: #c5def7; text-decoration: none; }
+.sub { background: #ffe08a; } del.miss { background: #f7c5c5; }
+ins.extra { background: #c5def7; text-decoration: none; }
 .note { color: #555; font-style: italic; } .wide { overflow-x: auto; }
 """
 
@@ -83,7 +84,8 @@ def marked_words(reference: str, heard: str) -> tuple[str, str]:
             got.append(html.escape(op.hypothesis))
         elif op.kind == "substitute":
             said.append(f'<span class="sub">{html.escape(op.reference)}</span>')
-            got.append(f'<span class="sub" title="said: {html.escape(op.reference)}">{html.escape(op.hypothesis)}</span>')
+            said_word, heard_word = html.escape(op.reference), html.escape(op.hypothesis)
+            got.append(f'<span class="sub" title="said: {said_word}">{heard_word}</span>')
         elif op.kind == "delete":
             said.append(f'<del class="miss">{html.escape(op.reference)}</del>')
         else:
@@ -140,7 +142,8 @@ def _summary_table(summary: Mapping[str, float], original_summary: Mapping[str, 
             continue
         original = original_summary.get(f"{spec.name}_mean")
         rows.append(
-            f"<tr><td title=\"{html.escape(spec.help)}\">{html.escape(spec.title)}</td><td>{html.escape(spec.unit)}</td>"
+            f"<tr><td title=\"{html.escape(spec.help)}\">{html.escape(spec.title)}</td>"
+            f"<td>{html.escape(spec.unit)}</td>"
             f"<td>{spec.direction}</td><td class=\"number\">{_number(original)}</td>"
             f"<td class=\"number\">{_number(resynthesis)}</td><td>{html.escape(spec.published)}</td></tr>")
     return ("<table><tr><th>metric</th><th>unit</th><th>direction</th><th>original (ceiling)</th>"

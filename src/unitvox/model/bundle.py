@@ -238,8 +238,8 @@ def check_fingerprints(meta: dict[str, Any], centroids: np.ndarray, weights_meta
     if centroids_hash(centroids) != codebook.get("hash"):
         found.append(f"codebook.hash: {CODEBOOK_FILE} hashes to {centroids_hash(centroids)[:16]}..., "
                      f"model.json codebook says {str(codebook.get('hash'))[:16]}...")
-    if centroids.ndim != 2 or centroids.shape[0] != codebook.get("k") or centroids.shape[1] != codebook.get("dim",
-                                                                                                          centroids.shape[-1]):
+    dim = codebook.get("dim", centroids.shape[-1])
+    if centroids.ndim != 2 or centroids.shape[0] != codebook.get("k") or centroids.shape[1] != dim:
         found.append(f"codebook.k: {CODEBOOK_FILE} has shape {tuple(centroids.shape)}, model.json codebook says "
                      f"k={codebook.get('k')}, dim={codebook.get('dim')}")
     expected = {"num_units": unit_count(codebook), "codebook": {key: codebook.get(key) for key in ckpt.CODEBOOK_KEYS}}

@@ -153,7 +153,8 @@ def score_item(item, reference: np.ndarray, estimate: np.ndarray, rate: int,
 
 def _embeddings(embedder, reference: np.ndarray, estimate: np.ndarray, rate: int) -> dict[str, list[float]] | None:
     try:
-        return {"original": embedder.embed(reference, rate).tolist(), "resynthesis": embedder.embed(estimate, rate).tolist()}
+        return {"original": embedder.embed(reference, rate).tolist(),
+                "resynthesis": embedder.embed(estimate, rate).tolist()}
     except SilentInputError:  # a silent side has no voice: NaN similarity, left out of the EER trials
         return None
 

@@ -79,6 +79,8 @@ def load_model(source: str, checkpoint: str = "best", device: str = "cpu"):
 
 def encode(model, inputs: list[str], out: str, deduplicate: bool = False) -> Outcome:
     """Units of every recording under `inputs`, as JSON lines at `out` (the run's units.jsonl format)."""
+    from unitvox.model.unit_model import deduplicated  # torch: loaded once a command runs
+
     outcome, rows = Outcome(), []
     sources, failures = audio_sources(inputs)
     for failure in failures:
@@ -91,8 +93,6 @@ def encode(model, inputs: list[str], out: str, deduplicate: bool = False) -> Out
         row = {"id": source.source_id, "source": source.uri, "duration": round(len(wave) / model.sample_rate, 4),
                "hop_seconds": model.hop_seconds, "codebook": model.codebook.hash}
         if deduplicate:
-            from unitvox.model.unit_model import deduplicated
-
             run_units, run_durations = deduplicated(units)
             row.update(units=run_units.tolist(), durations=run_durations.tolist(), deduplicated=True)
         else:
