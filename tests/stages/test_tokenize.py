@@ -1,4 +1,4 @@
-"""tokenize: codebooks, units with timestamps, shard independence, the ssl extractor, and resume after a kill."""
+"""tokenize: codebooks, units with timestamps, shard independence, the ssl extractor, the sample's feature cache, and resume after a kill."""
 
 import shutil
 import signal
