@@ -15,19 +15,12 @@ DNSMOS and speaker embedding), as the evaluate stage does. Figures only: nothing
 from __future__ import annotations
 
 import os
-import sys
+import argparse
+import resource
+import time
+from pathlib import Path
 
-# bench/tokenize.py, beside this file, shadows the standard library's `tokenize` (which inspect and
-# torch import) while this folder is first on sys.path, as it is when run as a script; so drop it.
-if sys.path and os.path.realpath(sys.path[0] or ".") == os.path.dirname(os.path.realpath(__file__)):
-    del sys.path[0]
-
-import argparse  # noqa: E402 (after the sys.path fix above)
-import resource  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CORPUS = "../shared/corpus/librispeech-mini"

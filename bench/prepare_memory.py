@@ -19,13 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-# Run as a script, this folder is sys.path[0], where bench/tokenize.py would shadow the standard
-# library's tokenize (which scipy imports under unitvox).
-if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
 
-import numpy as np  # noqa: E402 (after the sys.path fix above)
-import soundfile  # noqa: E402
+import numpy as np
+import soundfile
 
 BLOCK_SECONDS = 60
 

@@ -26,27 +26,23 @@ from __future__ import annotations
 import os
 import sys
 
-# bench/tokenize.py, next to this file, shadows the standard library's `tokenize` (which dataclasses
-# and torch import) while this folder is first on sys.path, as it is when run as a script.
-if sys.path and os.path.realpath(sys.path[0] or ".") == os.path.dirname(os.path.realpath(__file__)):
-    del sys.path[0]
 
-import argparse  # noqa: E402 (after the sys.path fix above)
-import shlex  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import shlex
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
-import torch  # noqa: E402
+import torch
 
-from unitvox import config as configuration  # noqa: E402
-from unitvox.store.local import LocalStore  # noqa: E402
-from unitvox.vocoder.build import trainer_without_data, window_frames  # noqa: E402
-from unitvox.vocoder.generator import make_generator, remove_weight_norm  # noqa: E402
-from unitvox.vocoder.loop import Trainer  # noqa: E402
+from unitvox import config as configuration
+from unitvox.store.local import LocalStore
+from unitvox.vocoder.build import trainer_without_data, window_frames
+from unitvox.vocoder.generator import make_generator, remove_weight_norm
+from unitvox.vocoder.loop import Trainer
 
 REPO = Path(__file__).resolve().parent.parent
 NUM_UNITS = 100

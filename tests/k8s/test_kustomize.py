@@ -6,7 +6,6 @@ Run: .venv/bin/python -m pytest tests/k8s/test_kustomize.py
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from functools import cache
 from pathlib import Path

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 
 from unitvox.prometheus.catalogue import CATALOGUE, PREFIX

@@ -245,7 +245,7 @@ def test_stream_mono_joins_to_the_whole_decode_and_reports_bad_samples(tmp_path)
 def test_a_three_hour_recording_is_prepared_in_bounded_memory(tmp_path):
     """Measured in a child process by bench/prepare_memory.py, which prints the same figures."""
     bench = Path(__file__).resolve().parents[2] / "bench" / "prepare_memory.py"
-    # Loaded by path: bench/ on sys.path would shadow the standard library's tokenize with bench/tokenize.py.
+    # Loaded by path: bench/ is not a package.
     script = ("import importlib.util, json, pathlib; "
               f"spec = importlib.util.spec_from_file_location('prepare_memory', {str(bench)!r}); "
               "bench = importlib.util.module_from_spec(spec); spec.loader.exec_module(bench); "

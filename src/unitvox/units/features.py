@@ -231,7 +231,7 @@ def _limit_heap_fragmentation() -> None:
 
     Encoder activations differ in length from segment to segment; glibc's heap fragments under
     them and peak memory then grows with the number of distinct lengths, that is with corpus size
-    (measured with bench/tokenize.py). Only the ssl extractor needs it: it costs training speed.
+    (measured with bench/tokenize_speed.py). Only the ssl extractor needs it: it costs training speed.
     """
     try:
         import ctypes

@@ -1,7 +1,7 @@
 """Benchmark of the tokenize stage: audio seconds per wall second and peak memory, per extractor and corpus size.
 
-Run: .venv/bin/python bench/tokenize.py
-     .venv/bin/python bench/tokenize.py --scales 1 4 --extractors mfcc ssl --work /tmp/unitvox-bench
+Run: .venv/bin/python bench/tokenize_speed.py
+     .venv/bin/python bench/tokenize_speed.py --scales 1 4 --extractors mfcc ssl --work /tmp/unitvox-bench
 
 Every configuration (extractor x scale) gets its own run folder. `unitvox prepare` runs once first; its
 rate is printed too but is not part of the tokenize figures. `unitvox tokenize` then runs in a child
@@ -59,7 +59,7 @@ class Measurement:
 def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Time `unitvox tokenize` per extractor and corpus scale; print audio-s per wall-s and peak RSS.",
-        epilog="example:\n  .venv/bin/python bench/tokenize.py --scales 1 4 --extractors mfcc ssl",
+        epilog="example:\n  .venv/bin/python bench/tokenize_speed.py --scales 1 4 --extractors mfcc ssl",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--scales", type=int, nargs="+", default=[1, 4], help="corpus copies per run (default: 1 4)")
@@ -300,7 +300,7 @@ def table_lines(rows: list[dict]) -> list[str]:
 
 def reproduce_command(arguments: argparse.Namespace, work: Path | None) -> str:
     python = os.path.relpath(sys.executable, REPO) if sys.executable.startswith(str(REPO)) else sys.executable
-    command = [python, "bench/tokenize.py", "--scales", *map(str, arguments.scales),
+    command = [python, "bench/tokenize_speed.py", "--scales", *map(str, arguments.scales),
                "--extractors", *arguments.extractors, "--corpus", arguments.corpus]
     return shlex.join(command + (["--work", str(work)] if work else []))
 
