@@ -47,6 +47,15 @@ def step_using(steps: list[dict], action: str) -> tuple[int, dict]:
     return matches[0]
 
 
+def uploads(steps: list[dict], first_path: str) -> tuple[int, dict]:
+    """The one upload-artifact step whose first path is `first_path`."""
+    matches = [(index, step) for index, step in enumerate(steps)
+               if step.get("uses", "").startswith("actions/upload-artifact@")
+               and step["with"]["path"].split()[0] == first_path]
+    assert len(matches) == 1, f"expected one upload of {first_path}, found {len(matches)}"
+    return matches[0]
+
+
 def submit_words(steps: list[dict]) -> list[str]:
     """The `unitvox k8s submit` command line of the submit step, as the shell splits it."""
     _, step = step_running(steps, "unitvox k8s submit")
@@ -144,9 +153,9 @@ def test_reports_publish_even_when_the_submit_fails(steps):
     junit_index, junit = step_using(steps, "mikepenz/action-junit-report")
     assert junit["with"]["report_paths"] == "results/junit.xml"
     summary_index, _ = step_running(steps, "GITHUB_STEP_SUMMARY")
-    upload_index, upload = step_using(steps, "actions/upload-artifact")
+    (upload_index, upload), (report_index, _) = uploads(steps, "results/"), uploads(steps, "results/report.html")
     assert upload["with"]["path"].rstrip("/") == "results"
-    for index in (junit_index, summary_index, upload_index):
+    for index in (junit_index, summary_index, upload_index, report_index):
         assert index > submit_index
         assert steps[index]["if"] == "always()", steps[index]["name"]
 
@@ -172,3 +181,49 @@ def test_actions_are_pinned_to_versions(workflow):
         assert name and ref, f"{action}: no version"
         assert ref not in {"main", "master", "HEAD", "latest"}, action
         assert PINNED.fullmatch(ref), f"{action}: pin an exact release tag or commit"
+
+
+def test_the_html_report_is_published_with_the_audio_it_links_to(steps):
+    _, report = uploads(steps, "results/report.html")
+    assert report["if"] == "always()" and report["with"]["name"].startswith("evaluation-report-")
+    # upload-artifact roots several paths at their common folder, results/: audio/ stays beside the page.
+    assert report["with"]["path"].split() == ["results/report.html", "results/audio/"]
+
+
+def test_the_results_folder_is_the_evaluate_tree_so_the_report_links_work(tmp_path):
+    """What `k8s submit --results-dir` copies: the reports, and report.html with every file it links to."""
+    from unitvox.controller.submit import copy_results
+    from unitvox.layout import EVALUATE_PARTS, EVALUATE_REPORT, evaluate_audio
+    from unitvox.store import LocalStore
+
+    run = LocalStore(str(tmp_path / "run"))
+    links = []
+    for segment in ("84-121123-0000", "84-121123-0001"):
+        for kind in ("original.wav", "resynthesis.wav", "mel.png"):
+            run.write_bytes(evaluate_audio(segment, kind), b"RIFF" + segment.encode())
+        links += [f"audio/{segment}.{kind}" for kind in ("original.wav", "resynthesis.wav")]
+    run.write_text(EVALUATE_REPORT, "".join(f'<audio src="{link}"></audio>' for link in links))
+    run.write_text("evaluate/summary.md", "| gate |\n")
+    run.write_json(f"{EVALUATE_PARTS}/0.json", {"row": {}})  # per-shard scores: not published
+    copied = copy_results(run, str(tmp_path / "results"))
+    results = tmp_path / "results"
+    page = (results / "report.html").read_text()
+    sources = re.findall(r'src="([^"]+)"', page)
+    assert sources == links and all((results / source).read_bytes().startswith(b"RIFF") for source in sources)
+    assert (results / "audio/84-121123-0001.mel.png").exists() and (results / "summary.md").exists()
+    assert not (results / "parts").exists() and not (results / "junit.xml").exists(), "only what the run has"
+    assert len(copied) == 1 + 1 + 6
+
+
+@needs_bash
+def test_the_job_page_points_at_the_report_when_there_is_one(steps, tmp_path):
+    _, step = step_running(steps, "GITHUB_STEP_SUMMARY")
+    page = tmp_path / "step_summary"
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "summary.md").write_text("| gate |\n")
+    environment = {"GITHUB_STEP_SUMMARY": str(page), "EXIT_CODE": "0", "GITHUB_RUN_ID": "42"}
+    assert run_step(step, tmp_path, environment).returncode == 0
+    assert "evaluation-report" not in page.read_text()
+    (tmp_path / "results" / "report.html").write_text("<html></html>")
+    assert run_step(step, tmp_path, environment).returncode == 0
+    assert page.read_text().endswith("download the artifact evaluation-report-42 and open report.html.\n")

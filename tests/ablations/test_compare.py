@@ -139,3 +139,82 @@ def test_training_metrics_skip_non_finite_values_and_keep_the_curves():
     metrics, curves = training_metrics(rows, final_log_rows=5)
     assert metrics == {"loss/mel": 2.0}
     assert curves == {"loss/mel": [(2, 2.0)]}
+
+
+GAN_SUITE = """name: gan
+variants:
+  baseline: {}
+  no_gan:
+    train.lambdas.adversarial: 0.0
+    train.lambdas.feature_matching: 0.0
+"""
+
+
+def _gan_plan(warmup_steps=0):
+    config = load("jobs/demo.yaml", [f"train.generator_warmup_steps={warmup_steps}"])
+    return plan_ablation(config, parse_suite(GAN_SUITE, "gan.yaml"))
+
+
+def _plant_evaluated(root, plan, name, validation, summary, every=5):
+    """A finished variant whose validation ran every `every` steps and whose evaluation has `summary`."""
+    area = root.child(f"ablations/{name}")
+    rows = [{"step": every * (i + 1), "validation/mel": value, "validation/improved": True}
+            for i, value in enumerate(validation)]
+    area.write_jsonl("train/training_log.jsonl", rows)
+    area.write_json("train/_SUCCESS.json", {"config_hash": plan.configs[name].stage_hash("train")})
+    area.write_json("evaluate/metrics.json", {"summary": summary})
+
+
+def test_the_default_judged_metric_is_intelligibility_with_validation_mel_beside_it(tmp_path):
+    plan, root = _gan_plan(), LocalStore(str(tmp_path))
+    _plant_evaluated(root, plan, "baseline", [2.0, 1.0], {"cer_mean": 0.4, "wer_mean": 0.9, "dnsmos_overall_mean": 2.0})
+    _plant_evaluated(root, plan, "no_gan", [2.0, 0.9], {"cer_mean": 0.6, "wer_mean": 1.0, "dnsmos_overall_mean": 1.5})
+    comparison = write_comparison(plan, root)
+    assert comparison.settings.key_metric == "evaluate/cer" and comparison.best == "baseline"
+    assert "no_gan matters: evaluate/cer 0.6 is 50.0% worse than baseline's 0.4" in "\n".join(comparison.findings)
+    assert "validation/mel_best is a secondary column" in comparison.findings[0]
+    report = (tmp_path / "ablations/report.md").read_text()
+    header = next(line for line in report.splitlines() if line.startswith("| variant |"))
+    assert header.startswith("| variant | changes | steps | evaluate/cer | validation/mel_best |")
+
+
+def test_naturalness_is_judged_when_no_variant_has_intelligibility(tmp_path):
+    plan, root = _gan_plan(), LocalStore(str(tmp_path))
+    _plant_evaluated(root, plan, "baseline", [1.0], {"dnsmos_overall_mean": 2.0, "cer_mean": 0.5})
+    _plant_evaluated(root, plan, "no_gan", [1.0], {"dnsmos_overall_mean": 3.0})
+    comparison = build_comparison(plan, root)
+    assert comparison.settings.key_metric == "evaluate/dnsmos_overall", "cer is not in every variant"
+    assert comparison.best == "no_gan"
+    assert "higher is better" in comparison.findings[0]
+
+
+def test_a_suite_key_metric_still_wins(tmp_path):
+    plan = plan_ablation(load("jobs/demo.yaml"), parse_suite(GAN_SUITE + "compare: {key_metric: validation/mel_best}\n",
+                                                             "gan.yaml"))
+    root = LocalStore(str(tmp_path))
+    _plant_evaluated(root, plan, "baseline", [1.0], {"cer_mean": 0.4})
+    _plant_evaluated(root, plan, "no_gan", [1.0], {"cer_mean": 0.6})
+    assert build_comparison(plan, root).settings.key_metric == "validation/mel_best"
+
+
+def test_best_checkpoints_from_the_warm_up_cannot_see_the_gan(tmp_path):
+    """Issue 13: both variants' best validation mel 1.115 came before any adversarial step."""
+    plan, root = _gan_plan(100), LocalStore(str(tmp_path))
+    _plant_evaluated(root, plan, "baseline", [1.3, 1.115, 1.2, 1.3], {}, every=50)  # best at step 100
+    _plant_evaluated(root, plan, "no_gan", [1.3, 1.115, 1.2, 1.25], {}, every=45)   # best at step 90
+    comparison = build_comparison(plan, root)
+    no_gan = next(record for record in comparison.variants if record.name == "no_gan")
+    assert (no_gan.best_step, no_gan.warmup_steps, no_gan.verdict) == (90, 100, "unknown")
+    text = "\n".join(comparison.findings)
+    assert ("no_gan: cannot judge, both best checkpoints come from the generator-only warm-up (steps 100, 90 <= "
+            "warm-up 100): the comparison cannot see the GAN") in text
+    assert "does not measurably matter" not in text
+    assert json.loads(json.dumps(no_gan.to_json()))["best_step"] == 90
+
+
+def test_a_best_checkpoint_after_the_warm_up_is_judged(tmp_path):
+    plan, root = _gan_plan(100), LocalStore(str(tmp_path))
+    _plant_evaluated(root, plan, "baseline", [1.3, 1.2, 1.115], {}, every=50)  # best at step 150: after the warm-up
+    _plant_evaluated(root, plan, "no_gan", [1.3, 1.115, 1.2], {}, every=50)
+    no_gan = next(record for record in build_comparison(plan, root).variants if record.name == "no_gan")
+    assert no_gan.verdict == "within noise"

@@ -23,7 +23,9 @@ TABLE_METRICS = ("validation/mel_best", "validation/mel_final", "loss/mel", "los
 def report_markdown(comparison: Comparison, *, curves: bool) -> str:
     """The report: findings, a table of metrics with the change from the baseline, curves, what is missing."""
     finished = [record for record in comparison.variants if record.finished]
-    columns = [name for name in TABLE_METRICS if any(name in record.metrics for record in finished)]
+    # The judged metric first, the best validation mel error second, then the rest.
+    ordered = dict.fromkeys((comparison.settings.key_metric, *TABLE_METRICS))
+    columns = [name for name in ordered if any(name in record.metrics for record in finished)]
     lines = [f"# Ablation {comparison.suite}", "", f"Run: `{comparison.run}`", "", "## Findings", ""]
     lines += [f"- {finding}" for finding in comparison.findings]
     lines += ["", "Each variant is one training run: a difference just past the threshold may be seed noise; "

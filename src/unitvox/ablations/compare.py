@@ -7,6 +7,7 @@ ablation_report.py writes it as ablations/comparison.json, report.md and curves.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -14,7 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from unitvox.ablations.plan import Plan
-from unitvox.ablations.suite import DECIBEL_METRICS, ComparisonSettings, Variant
+from unitvox.ablations.suite import (
+    DECIBEL_METRICS, DEFAULT_KEY_METRICS, VALIDATION_MEL_BEST, ComparisonSettings, Variant,
+)
 from unitvox.evaluation.registry import EVALUATION_METRICS
 from unitvox.layout import (
     CONFIG, EVALUATE_METRICS, HEALTH_LATEST as HEALTH, TRAINING_LOG as LOG, ablation_variant, success,
@@ -29,6 +32,10 @@ EVALUATED = tuple(EVALUATION_METRICS)  # every registered metric
 CURVES = ("loss/mel", "validation/mel", "loss/gen_total", "loss/disc", "loss/contrastive")
 
 FINISHED = "finished"
+# Keys whose change only the adversarial steps can show: with both variants' best checkpoints from the
+# generator-only warm-up (train.generator_warmup_steps), a difference in these is invisible.
+GAN_KEYS = ("train.lambdas.adversarial", "train.lambdas.feature_matching", "train.discriminator",
+            "train.lr_discriminator")
 
 
 @dataclass
@@ -49,6 +56,8 @@ class VariantRecord:
     verdict: str | None = None
     direction: str | None = None
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    best_step: int | None = None
+    warmup_steps: int = 0
 
     @property
     def finished(self) -> bool:
@@ -57,7 +66,8 @@ class VariantRecord:
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "status": self.status, "changes": self.changes, "steps": self.steps,
                 "metrics": self.metrics, "difference_from_baseline": self.differences, "verdict": self.verdict,
-                "direction": self.direction, "health": self.health}
+                "direction": self.direction, "health": self.health, "best_step": self.best_step,
+                "generator_warmup_steps": self.warmup_steps}
 
 
 @dataclass
@@ -115,6 +125,11 @@ def training_metrics(rows: list[dict[str, Any]], final_log_rows: int) -> tuple[d
     return metrics, {name: points for name, points in curves.items() if name in CURVES}
 
 
+def best_step(validation: list[tuple[int, float]]) -> int | None:
+    """The step of the lowest validation mel error: where best.pt, which evaluate scores, was saved."""
+    return min(validation, key=lambda point: point[1])[0] if validation else None
+
+
 def evaluation_metrics(document: dict[str, Any]) -> dict[str, float]:
     summary = document.get("summary", {})
     return {f"evaluate/{name}": float(summary[f"{name}_mean"]) for name in EVALUATED
@@ -139,6 +154,8 @@ def collect(plan: Plan, root: Store, variant: Variant) -> VariantRecord:
     rows = list(own.read_jsonl(LOG))
     record.steps = max((int(row["step"]) for row in rows), default=0)
     record.metrics, record.curves = training_metrics(rows, plan.suite.compare.final_log_rows)
+    record.best_step = best_step(record.curves.get("validation/mel", []))
+    record.warmup_steps = plan.configs[variant.name].train.generator_warmup_steps
     if own.exists(EVALUATE_METRICS):
         record.metrics.update(evaluation_metrics(own.read_json(EVALUATE_METRICS)))
     if own.exists(HEALTH):
@@ -149,6 +166,34 @@ def collect(plan: Plan, root: Store, variant: Variant) -> VariantRecord:
 
 # ---------------------------------------------------------------------------------------------
 # Judging
+
+
+def choose_key_metric(settings: ComparisonSettings, records: list[VariantRecord]) -> ComparisonSettings:
+    """The settings with their key metric decided: the suite's, else the first of DEFAULT_KEY_METRICS
+    every finished variant has (what a listener hears before what the loss says), else the best validation mel."""
+    if settings.key_metric:
+        return settings
+    finished = [record for record in records if record.finished]
+    key = next((name for name in DEFAULT_KEY_METRICS
+                if finished and all(name in record.metrics for record in finished)), VALIDATION_MEL_BEST)
+    return dataclasses.replace(settings, key_metric=key)
+
+
+def predates_difference(record: VariantRecord, baseline: VariantRecord) -> str | None:
+    """Why `record` and `baseline` cannot be told apart, or None: they differ in a GAN key (GAN_KEYS)
+    and both best checkpoints, which evaluate scores, come from the generator-only warm-up, before
+    any adversarial step."""
+    changed = {key for key in {*record.changes, *baseline.changes}
+               if record.changes.get(key) != baseline.changes.get(key)}
+    gan = [key for key in changed if any(key == name or key.startswith(f"{name}.") for name in GAN_KEYS)]
+    steps = (baseline.best_step, record.best_step)
+    if not gan or None in steps:
+        return None
+    if not all(step <= warmup for step, warmup in zip(steps, (baseline.warmup_steps, record.warmup_steps))):
+        return None
+    warmups = sorted({baseline.warmup_steps, record.warmup_steps})
+    return (f"both best checkpoints come from the generator-only warm-up (steps {steps[0]}, {steps[1]} <= warm-up "
+            f"{'/'.join(map(str, warmups))}): the comparison cannot see the GAN ({', '.join(sorted(gan))})")
 
 
 def judge(records: list[VariantRecord], baseline_name: str, settings: ComparisonSettings) -> str | None:
@@ -166,6 +211,9 @@ def judge(records: list[VariantRecord], baseline_name: str, settings: Comparison
             continue
         record.differences = {name: _difference(name, value, baseline.metrics[name])
                               for name, value in record.metrics.items() if name in baseline.metrics}
+        if predates_difference(record, baseline):
+            record.verdict = "unknown"
+            continue
         difference = record.differences.get(key, {})
         if settings.in_decibels:
             size, threshold = difference.get("absolute"), settings.noise_threshold_db
@@ -196,6 +244,8 @@ def findings(comparison: Comparison) -> list[str]:
     which_way = "lower" if settings.lower_is_better else "higher"
     lines = [f"Judged on {key} ({which_way} is better) against {comparison.baseline}, "
              f"with differences under {settings.describe_threshold()} counted as noise."]
+    if key != VALIDATION_MEL_BEST:
+        lines[0] += f" {VALIDATION_MEL_BEST} is a secondary column."
     baseline = next((r for r in comparison.variants if r.verdict == "baseline"), None)
     if comparison.best is not None:
         best = next(r for r in comparison.variants if r.name == comparison.best)
@@ -206,7 +256,9 @@ def findings(comparison: Comparison) -> list[str]:
         if record.verdict in ("matters", "within noise"):
             lines.append(_verdict_sentence(record, baseline, key))
         elif record.verdict == "unknown" and baseline is not None:
-            lines.append(f"{record.name}: cannot judge, no {key} in it or in {baseline.name}.")
+            blind = predates_difference(record, baseline)
+            lines.append(f"{record.name}: cannot judge, {blind}." if blind
+                         else f"{record.name}: cannot judge, no {key} in it or in {baseline.name}.")
     if comparison.missing:
         lines.append("Not compared: " + ", ".join(f"{r.name} ({r.status})" for r in comparison.missing) + ".")
     return lines
@@ -242,8 +294,9 @@ def build_comparison(plan: Plan, root: Store) -> Comparison:
     suite = plan.suite
     wanted = set(plan.selected) | {suite.baseline}
     records = [collect(plan, root, variant) for variant in suite.variants if variant.name in wanted]
-    comparison = Comparison(suite.name, root.uri, suite.compare, suite.baseline, records)
-    comparison.best = judge(records, suite.baseline, suite.compare)
+    settings = choose_key_metric(suite.compare, records)
+    comparison = Comparison(suite.name, root.uri, settings, suite.baseline, records)
+    comparison.best = judge(records, suite.baseline, settings)
     comparison.findings = findings(comparison)
     return comparison
 

@@ -25,6 +25,10 @@ LOWER_IS_BETTER = ("validation/mel_best", "validation/mel_final", "loss/mel",
 HIGHER_IS_BETTER = tuple(name for name, spec in _EVALUATED.items() if spec.higher_is_better)
 # Decibels can sit near zero and change sign, so a share of the baseline means nothing: they differ in dB.
 DECIBEL_METRICS = tuple(name for name, spec in _EVALUATED.items() if spec.decibels)
+# The default judged metric: the first of these every finished variant was evaluated on (intelligibility,
+# then naturalness), else the best validation mel error, which is always a column beside it.
+DEFAULT_KEY_METRICS = ("evaluate/cer", "evaluate/wer", "evaluate/dnsmos_overall")
+VALIDATION_MEL_BEST = "validation/mel_best"
 
 
 @dataclass(frozen=True)
@@ -35,7 +39,8 @@ class ComparisonSettings:
         baseline: the variant every other one is compared with (empty: `baseline` if the suite has
             it, else its first variant).
         key_metric: the metric that decides whether a component matters, one of LOWER_IS_BETTER
-            or HIGHER_IS_BETTER.
+            or HIGHER_IS_BETTER; empty (the default) takes the first of DEFAULT_KEY_METRICS that
+            every finished variant has, else `validation/mel_best` (see `compare.choose_key_metric`).
         noise_threshold: a difference from the baseline's key metric smaller than this share of the
             baseline's value (0.05 = 5 %) counts as run-to-run noise, not an effect.
         noise_threshold_db: the same for a key metric in decibels (DECIBEL_METRICS), in dB.
@@ -43,14 +48,14 @@ class ComparisonSettings:
     """
 
     baseline: str = ""
-    key_metric: str = "validation/mel_best"
+    key_metric: str = ""
     noise_threshold: float = 0.05
     noise_threshold_db: float = 0.5
     final_log_rows: int = 5
 
     def check(self, where: str) -> None:
         judged = LOWER_IS_BETTER + HIGHER_IS_BETTER
-        if self.key_metric not in judged:
+        if self.key_metric and self.key_metric not in judged:
             raise ConfigError(f"{where}.key_metric: {self.key_metric!r} is not one of {list(judged)}")
         for name in ("noise_threshold", "noise_threshold_db"):
             if not getattr(self, name) >= 0:

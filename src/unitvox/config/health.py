@@ -51,6 +51,9 @@ class HealthConfig:
         balance_min_share: a term with a positive weight taking less than this fraction is one too.
         speaker_similarity_min: mean cosine similarity of generated audio's speaker embedding to
             its reference's, when speaker conditioning is on; below this is a warning.
+        progress_checks: validation checks a saved run's progress is judged over (`diagnose training`).
+        still_improving_fall: a relative fall of the validation mel error over those checks at or
+            above this means the run was still improving when it stopped (a warning: train longer).
     """
 
     enabled: bool = True
@@ -73,6 +76,8 @@ class HealthConfig:
     balance_max_share: float = 0.999
     balance_min_share: float = 0.0005
     speaker_similarity_min: float = 0.3
+    progress_checks: int = 3
+    still_improving_fall: float = 0.02
 
     def check(self, key: str) -> None:
         require(self.every_steps >= 1, f"{key}.every_steps", "must be at least 1")
@@ -93,6 +98,8 @@ class HealthConfig:
                 "must be above mode_collapse_ratio")
         require(self.balance_min_share < self.balance_max_share <= 1, f"{key}.balance_max_share",
                 "must be above balance_min_share and at most 1")
+        require(self.progress_checks >= 2, f"{key}.progress_checks", "must be at least 2 (a fall needs two checks)")
+        require(self.still_improving_fall < 1, f"{key}.still_improving_fall", "a relative fall is below 1")
         require(self.speaker_similarity_min <= 1, f"{key}.speaker_similarity_min", "a cosine similarity is at most 1")
         require(self.divergence_loss in DIVERGENCE_LOSSES, f"{key}.divergence_loss",
                 f"choose one of {DIVERGENCE_LOSSES}, got {self.divergence_loss!r}")

@@ -21,6 +21,9 @@ from unitvox.controller import manifests as m
 from unitvox.controller.cluster import AlreadyExists, Cluster, JobStatus, PodStatus
 from unitvox.controller.kubeflow import JOBSET_NAME_LABEL
 from unitvox.controller.render import Target, render_ablation, render_config_map, render_diagnoses, render_stage
+from unitvox.layout import (
+    EVALUATE, EVALUATE_AUDIO, EVALUATE_JUNIT, EVALUATE_METRICS, EVALUATE_REPORT, EVALUATE_SUMMARY,
+)
 from unitvox.stages import pending
 from unitvox.store import Store
 
@@ -278,15 +281,26 @@ def _progress(status: JobStatus | None, pods: list[PodStatus]) -> str:
     return f"{status.succeeded}/{total} done, {status.active} running, {status.failed} failed"
 
 
-def copy_results(store: Store, destination: str, keys: tuple[str, ...] = (
-        "evaluate/junit.xml", "evaluate/summary.md", "evaluate/metrics.json")) -> list[str]:
-    """Copy the evaluation's reports from the run into a local folder, for CI to publish."""
+# What CI publishes of an evaluation: the gates, the summary, the figures, and the page to listen to
+# with the audio it links to (EVALUATE_AUDIO holds each utterance's waves and mel image).
+RESULT_KEYS = (EVALUATE_JUNIT, EVALUATE_SUMMARY, EVALUATE_METRICS, EVALUATE_REPORT)
+
+
+def copy_results(store: Store, destination: str, keys: tuple[str, ...] = RESULT_KEYS,
+                 folders: tuple[str, ...] = (EVALUATE_AUDIO,)) -> list[str]:
+    """Copy the evaluation's reports from the run into a local folder, for CI to publish.
+
+    Each key keeps its path below `evaluate/` (report.html, audio/<segment>.original.wav ...), so the
+    relative links of report.html still work from the folder; every file under `folders` is copied too.
+    """
     folder = Path(destination)
-    folder.mkdir(parents=True, exist_ok=True)
     copied = []
-    for key in keys:
-        if store.exists(key):
-            target = folder / key.rsplit("/", 1)[-1]
-            target.write_bytes(store.read_bytes(key))
-            copied.append(str(target))
+    wanted = [key for key in keys if store.exists(key)]
+    wanted += [key for prefix in folders for key in sorted(store.list(f"{prefix}/"))]
+    for key in wanted:
+        target = folder / key.removeprefix(f"{EVALUATE}/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(store.read_bytes(key))
+        copied.append(str(target))
+    folder.mkdir(parents=True, exist_ok=True)
     return copied

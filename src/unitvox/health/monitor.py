@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from unitvox.config.health import HealthConfig
+from unitvox.health.progress import Progress
 from unitvox.health.signals import (
     CRITICAL, HEALTHY, JUDGES, SIGNALS, STATUS_NAMES, WARNING, Evidence, Row, Signal, json_number, keys, relative_slope,
     series,
@@ -28,7 +29,11 @@ __all__ = ["CRITICAL", "HEALTHY", "SIGNALS", "WARNING", "HealthMonitor", "Health
 
 @dataclass
 class HealthReport:
-    """The verdict of one check: a signal per name in SIGNALS, and the figures behind them."""
+    """The verdict of one check: a signal per name in SIGNALS, and the figures behind them.
+
+    `progress` (a saved run's: whether it had converged or was still improving when it stopped) joins
+    the status when set; the live monitor leaves it None, since a run in training is meant to improve.
+    """
 
     step: int
     signals: dict[str, Signal]
@@ -36,10 +41,12 @@ class HealthReport:
     rows: int = 0
     first_step: int | None = None
     checked_at: float = field(default_factory=time.time)
+    progress: Progress | None = None
 
     @property
     def status(self) -> int:
-        return max((signal.severity for signal in self.signals.values()), default=HEALTHY)
+        judged = [signal.severity for signal in self.signals.values()]
+        return max(judged + ([self.progress.severity] if self.progress else []), default=HEALTHY)
 
     @property
     def status_name(self) -> str:
@@ -52,11 +59,11 @@ class HealthReport:
         return sorted(unhealthy, key=lambda name: -self.signals[name].severity)
 
     def summary(self) -> str:
-        """One line: the status and each reason with its detail."""
-        if not self.reasons:
-            return f"healthy at step {self.step}"
-        details = "; ".join(f"{name} ({self.signals[name].detail})" for name in self.reasons)
-        return f"{self.status_name} at step {self.step}: {details}"
+        """One line: the status, each reason with its detail, and the run's progress when judged."""
+        details = [f"{name} ({self.signals[name].detail})" for name in self.reasons]
+        if self.progress:
+            details.append(self.progress.detail)
+        return f"{self.status_name} at step {self.step}" + (": " + "; ".join(details) if details else "")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +72,7 @@ class HealthReport:
             "figures": {name: json_number(value) for name, value in sorted(self.figures.items())},
             "window": {"rows": self.rows, "first_step": self.first_step, "last_step": self.step},
             "checked_at": round(self.checked_at, 3),
+            **({"progress": self.progress.to_dict()} if self.progress else {}),
         }
 
 

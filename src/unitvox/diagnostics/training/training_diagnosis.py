@@ -23,11 +23,12 @@ from unitvox.config.health import HealthConfig
 from unitvox.diagnostics.training import probe, timeline
 from unitvox.health.norms import checkpoint_parameter_norms
 from unitvox.health.monitor import CRITICAL, HEALTHY, HealthReport, assess, write_report
+from unitvox.health.progress import judge_progress
 from unitvox.diagnostics.diagnosis import OK, PROBLEM, WARNING, Diagnosis, figure_link
 from unitvox.health.signals import SIGNALS
 from unitvox.report import markdown_table
 from unitvox.errors import IncompleteError
-from unitvox.layout import CONFIG, LATEST_CHECKPOINT as LATEST, TRAINING_LOG as LOG
+from unitvox.layout import CONFIG, EVALUATE_METRICS, LATEST_CHECKPOINT as LATEST, TRAINING_LOG as LOG
 from unitvox.store import Store
 from unitvox.vocoder import checkpoint as ckpt
 from unitvox.vocoder.inference import existing_checkpoint
@@ -105,6 +106,8 @@ def _judge(report: HealthReport, points: list[dict[str, Any]], measured: dict[st
     """The status and the findings, most severe first."""
     dominance_auc, max_share = config.diagnose.training.dominance_auc, config.train.health.balance_max_share
     findings = [f"{name}: {report.signals[name].detail}" for name in report.reasons]
+    if report.progress and report.progress.severity > HEALTHY:
+        findings.append(report.progress.detail)
     changes = timeline.transitions(points)
     if len(changes) > 1:
         findings.append("health over time: " + "; ".join(changes))
@@ -160,6 +163,8 @@ def _sections(report: HealthReport, points: list[dict[str, Any]], measured: dict
                 report.signals[name].threshold, report.signals[name].detail] for name in SIGNALS]
     sections = ["\n".join(["## Health at step " + str(report.step), "",
                            *markdown_table(["signal", "status", "value", "threshold", "detail"], signals)])]
+    if report.progress:
+        sections.append(f"## Progress\n\n{report.progress.detail}")
     over_time = ["## Health over time", "", *(f"- {change}" for change in timeline.transitions(points))]
     if "status.png" in figures:
         over_time += ["", figure_link("status.png", "each health signal's status at each check")]
@@ -220,6 +225,7 @@ def _judge_log(store: Store, config: Config, health: HealthConfig, saved: tuple[
     """The monitor's verdict on the run's log (and the saved checkpoint's norms), and the log it judged.
 
     The log file runs ahead of latest.pt after a critical stop, so it is preferred to the checkpoint's copy.
+    A saved run's verdict also says whether it had converged, with its evaluation beside the original's.
     """
     log = list(store.read_jsonl(LOG)) if store.exists(LOG) else []
     payload = saved[1] if saved else None
@@ -228,7 +234,10 @@ def _judge_log(store: Store, config: Config, health: HealthConfig, saved: tuple[
     if not log:
         raise IncompleteError(f"{store.url(LOG)}: no training log to diagnose; run train first")
     norms = checkpoint_parameter_norms(payload) if payload else {}
-    return assess(log, health, config.train.lambdas.weights(), step=step, parameter_norms=norms), log
+    report = assess(log, health, config.train.lambdas.weights(), step=step, parameter_norms=norms)
+    evaluation = store.read_json(EVALUATE_METRICS) if store.exists(EVALUATE_METRICS) else None
+    report.progress = judge_progress(log, health, evaluation, step=step)
+    return report, log
 
 
 def saved_checkpoint(store: Store, checkpoint: str) -> tuple[str, dict[str, Any]]:
