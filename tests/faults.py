@@ -306,6 +306,7 @@ class FaultProxy:
                 client.sendall(head)
                 if plan.kind == "reset_mid_body":
                     _relay_exact(reader, client, int(plan.fraction * length))
+                    time.sleep(0.05)  # let the client read the part sent, so most resumes start past 0
                     _abort(client)
                     return
                 if has_body and "content-length" not in fields and "chunked" not in fields.get(

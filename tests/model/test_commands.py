@@ -38,7 +38,11 @@ def test_resynthesize_reproduces_the_runs_own_samples_reconstruction(exported, s
     ours, rate = soundfile.read(out / f"{segment}.wav", dtype="float32")
     theirs, _ = soundfile.read(metadata.parent / "reconstruction.wav", dtype="float32")
     assert rate == 16000 and np.abs(theirs).max() > 1e-3  # a real reconstruction, not silence
-    np.testing.assert_array_equal(ours, theirs)
+    # The same model on the same units and reference: equal up to one 16-bit step where float sums in
+    # another thread layout round the other way.
+    assert ours.shape == theirs.shape
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1.01 / 32768)
+    assert np.mean(ours == theirs) > 0.999
 
 
 def test_encode_gives_the_runs_units_for_its_prepared_segments(exported, sampled_run, tmp_path):

@@ -92,7 +92,9 @@ def test_a_broken_large_read_resumes_with_a_range_from_where_it_broke(s3_environ
     print(f"\n{proxy.summary()}; ranges asked for: {ranges}")
     assert ranges[0] is None and len(ranges) == 4
     starts = [int(r.removeprefix("bytes=").split("-")[0]) for r in ranges[1:]]
-    assert starts == sorted(starts) and starts[-1] > 0, "each retry starts where the last body broke"
+    # How much of a broken body reaches the client before the reset is up to the kernel (a reset can
+    # discard what was buffered), so every retry is a ranged request from no earlier than the last.
+    assert starts == sorted(starts), "each retry starts where the last body broke"
     assert _since(before, store.retry_counts())["body"] == 3
 
 
