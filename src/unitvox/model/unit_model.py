@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from unitvox import audio
+import unitvox.audio as audio
 from unitvox.config import FeaturesConfig, GeneratorConfig, SpeakerConfig, from_dict
-from unitvox.model import bundle as bundles
+import unitvox.model.bundle as bundles
 from unitvox.store import open_store
 from unitvox.units import features as feats
 from unitvox.units.kmeans import check_compatible
