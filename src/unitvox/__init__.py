@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from unitvox import jitcache
+
 __version__ = "0.1.0"
+
+# Before anything imports numba (librosa does): parallel shards must not share numba's cache files.
+jitcache.claim_slot()
 
 if TYPE_CHECKING:
     from unitvox.model.unit_model import UnitModel

@@ -9,6 +9,7 @@ from unitvox.config import LossWeights, MelSpectrogramConfig
 from unitvox.vocoder.discriminators import DiscriminatorOutputs
 from unitvox.vocoder.losses import (
     MelSpectrogram,
+    MultiScaleMel,
     discriminator_adversarial_loss,
     discriminator_loss,
     feature_matching_loss,
@@ -40,6 +41,25 @@ def test_mel_loss_is_zero_for_identical_audio_and_positive_against_silence(mel):
     assert mel_loss(mel, tone, torch.zeros_like(tone)).item() > 1.0
     with pytest.raises(ValueError, match="differ in shape"):
         mel_loss(mel, tone, tone[..., :-1])
+
+
+def test_multi_scale_mel_loss_is_the_mean_over_its_scales():
+    config = MelSpectrogramConfig(n_fft=512, hop=128, win=512, n_mels=40, scales=[[64, 8], [256, 32]])
+    scales = MultiScaleMel(config)
+    assert [(each.config.n_fft, each.config.hop, each.config.n_mels) for each in scales.spectrograms] == [
+        (512, 128, 40), (64, 16, 8), (256, 64, 32)]
+    tone, noise = _tone(), 0.1 * torch.randn(1, 1, 4000, generator=torch.Generator().manual_seed(0))
+    expected = sum(mel_loss(each, tone, noise) for each in scales.spectrograms) / 3
+    torch.testing.assert_close(mel_loss(scales, tone, noise), expected)
+    assert mel_loss(scales, tone, tone.clone()).item() == 0.0
+
+
+@pytest.mark.parametrize("scales", [[[64]], [[64, 0]], [[8, 1]], [[64, 32]], [["64", 8]]])
+def test_a_bad_scale_is_refused_naming_it(scales):
+    from unitvox.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"scales\[0\]"):
+        MelSpectrogramConfig(scales=scales).check("train.lambdas.mel_spectrogram")
 
 
 def test_least_squares_losses_on_constants():

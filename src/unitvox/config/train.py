@@ -205,8 +205,19 @@ class MelSpectrogramConfig:
     n_mels: int = 80
     fmin: float = 0.0
     fmax: float = 8000.0
+    # Further resolutions for the training loss, [n_fft, n_mels] each (window n_fft, hop n_fft / 4): the
+    # mel term becomes the mean L1 over all of them, as in the multi-scale mel loss of DAC (Kumar et al.
+    # 2023). Short windows pin down timing and phase that one 1024-point spectrogram leaves free.
+    # Validation always compares the single spectrogram above, so runs stay comparable.
+    scales: list[list[int]] = field(default_factory=list)
 
     def check(self, key: str) -> None:
+        for index, scale in enumerate(self.scales):
+            _require(len(scale) == 2 and all(isinstance(v, int) for v in scale), f"{key}.scales[{index}]",
+                     f"must be [n_fft, n_mels], got {scale!r}")
+            n_fft, n_mels = scale
+            _require(n_fft >= 16 and 1 <= n_mels <= n_fft // 4, f"{key}.scales[{index}]",
+                     f"needs n_fft >= 16 and 1 <= n_mels <= n_fft / 4, got {scale!r}")
         _require(self.n_fft >= 2, f"{key}.n_fft", "must be at least 2")
         _require(self.hop >= 1, f"{key}.hop", "must be positive")
         _require(1 <= self.win <= self.n_fft, f"{key}.win", f"must be in [1, n_fft={self.n_fft}]")

@@ -32,7 +32,8 @@ from unitvox.prometheus.training import export_health, export_progress, export_r
 from unitvox.store import Store
 from unitvox.vocoder import checkpoint as ckpt
 from unitvox.vocoder.dataset import UnitAudioDataset
-from unitvox.vocoder.losses import MelSpectrogram, discriminator_loss, generator_loss, generator_terms, mel_loss
+from unitvox.vocoder.losses import (MelSpectrogram, MultiScaleMel, discriminator_loss, generator_loss, generator_terms,
+                                     mel_loss)
 from unitvox.vocoder.speaker_encoder import contrastive_speaker_loss
 from unitvox.vocoder.state import TrainState
 
@@ -107,6 +108,9 @@ class Trainer:
     def __post_init__(self) -> None:
         self.settings = self.config.train
         self.mel = MelSpectrogram(self.settings.lambdas.mel_spectrogram).to(self.device)
+        # The training objective's spectrograms; validation and the spectral figures use `mel` alone.
+        self.mel_objective = (MultiScaleMel(self.settings.lambdas.mel_spectrogram).to(self.device)
+                              if self.settings.lambdas.mel_spectrogram.scales else self.mel)
         self.autocast = self._autocast()
         self.networks = norms.networks(self.state.generator, self.state.discriminators, self.state.speaker_encoder)
         self.discriminator_networks = {name: net for name, net in self.networks.items()
@@ -188,7 +192,7 @@ class Trainer:
         with self.autocast():
             outputs = state.discriminators(real, fake) if adversarial else None
             extra, similarity = self._speaker_terms(fake, conditioning, batch["speaker"], logged)
-            loss_g, metrics_g = generator_loss(real.float(), fake.float(), outputs, settings.lambdas, self.mel, extra)
+            loss_g, metrics_g = generator_loss(real.float(), fake.float(), outputs, settings.lambdas, self.mel_objective, extra)
         state.optimizer_generator.zero_grad(set_to_none=True)
         loss_g.backward()
         stepped = {"generator": self.networks["generator"]}
@@ -218,7 +222,7 @@ class Trainer:
             fake = self.state.generator(batch["units"], conditioning) * mask
             outputs = self.state.discriminators(real, fake) if self.settings.lambdas.adversarial > 0 else None
             extra, _ = self._speaker_terms(fake, conditioning, batch["speaker"], False)
-            terms, _ = generator_terms(real.float(), fake.float(), outputs, self.mel, extra)
+            terms, _ = generator_terms(real.float(), fake.float(), outputs, self.mel_objective, extra)
         return terms
 
     def embed(self, reference: torch.Tensor | None) -> torch.Tensor | None:

@@ -6,6 +6,7 @@ keys ("loss/mel", "adv_gen/mpd", ...), ready for a metrics sink.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 import torch
@@ -46,11 +47,24 @@ class MelSpectrogram(nn.Module):
         return torch.log(torch.clamp(mel, min=LOG_FLOOR))
 
 
-def mel_loss(mel: MelSpectrogram, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    """Mean absolute difference of log-mel spectrograms; real and fake (B, 1, T) of the same shape."""
+class MultiScaleMel(nn.Module):
+    """The configured log-mel spectrogram and one more per `scales` entry (window n_fft, hop n_fft / 4)."""
+
+    def __init__(self, config: MelSpectrogramConfig):
+        super().__init__()
+        self.spectrograms = nn.ModuleList([MelSpectrogram(config)] + [
+            MelSpectrogram(dataclasses.replace(config, n_fft=n_fft, win=n_fft, hop=n_fft // 4, n_mels=n_mels, scales=[]))
+            for n_fft, n_mels in config.scales
+        ])
+
+
+def mel_loss(mel: MelSpectrogram | MultiScaleMel, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference of log-mel spectrograms (averaged over the scales of a `MultiScaleMel`);
+    real and fake (B, 1, T) of the same shape."""
     if real.shape != fake.shape:
         raise ValueError(f"real {tuple(real.shape)} and fake {tuple(fake.shape)} audio differ in shape")
-    return nn.functional.l1_loss(mel(fake), mel(real))
+    spectrograms = mel.spectrograms if isinstance(mel, MultiScaleMel) else [mel]
+    return sum(nn.functional.l1_loss(each(fake), each(real)) for each in spectrograms) / len(spectrograms)
 
 
 def discriminator_adversarial_loss(real_logits: Logits, fake_logits: Logits) -> torch.Tensor:
@@ -76,7 +90,7 @@ def generator_terms(
     real: torch.Tensor,
     fake: torch.Tensor,
     outputs: Mapping[str, DiscriminatorOutputs] | None,
-    mel: MelSpectrogram,
+    mel: MelSpectrogram | MultiScaleMel,
     extra_terms: Mapping[str, torch.Tensor] | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """The generator's unweighted loss terms by weight name, and per-discriminator metrics.
@@ -113,7 +127,7 @@ def generator_loss(
     fake: torch.Tensor,
     outputs: Mapping[str, DiscriminatorOutputs] | None,
     weights: LossWeights,
-    mel: MelSpectrogram,
+    mel: MelSpectrogram | MultiScaleMel,
     extra_terms: Mapping[str, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The generator's total loss, sum(weight * term) over `generator_terms`, and its metrics.
