@@ -17,9 +17,10 @@ from unitvox import exitcodes
 from unitvox.ablations.suite import load_suite
 from unitvox.config import load
 from unitvox.controller.render import (
-    CONFIG_FILE, Target, render_ablation, render_diagnoses, render_driver, render_pipeline, render_stage,
-    to_yaml_stream,
+    CONFIG_FILE, Target, render_ablation, render_command, render_diagnoses, render_driver, render_pipeline,
+    render_stage, to_yaml_stream,
 )
+from unitvox.controller.use_jobs import resynthesize_command
 
 KUBERNETES_VERSIONS = ("1.31.0", "1.37.0")  # the range the README names
 RUN = "s3://bucket/runs/exp1"
@@ -245,6 +246,9 @@ SNAPSHOT_CASES = {
                                                            "cluster.priority_class=research-high")),
     "base-train-trainjob": lambda: render_stage(target("jobs/base.yaml", "cluster.training.launcher=trainjob",
                                                        "cluster.training.nodes=2", "cluster.queue=team-gpu"), "train"),
+    # A unitvox command as a Job (k8s submit --resynthesize): a stage's pod running `unitvox resynthesize`.
+    "base-resynthesize": lambda: render_command(target("jobs/base.yaml"), resynthesize_command(
+        RUN, inputs=["s3://bucket/mine/"], out="s3://bucket/resynthesized/", speaker="s3://bucket/ref.wav")),
 }
 
 

@@ -82,10 +82,13 @@ class StageResources:
     ablate: Resources = field(default_factory=_gpu_pod)
     controller: Resources = field(default_factory=lambda: Resources(cpu="250m", memory="512Mi", shm="64Mi",
                                                                     scratch="1Gi", deadline_seconds=14 * 24 * 3600))
+    # A command Job (`unitvox k8s submit --command ...`); unset, it runs with `samples` (the same work).
+    use: Resources | None = None
 
     def check(self, key: str) -> None:
         for name in self.__dataclass_fields__:
-            getattr(self, name).check(f"{key}.{name}")
+            if getattr(self, name) is not None:
+                getattr(self, name).check(f"{key}.{name}")
 
 
 @dataclass

@@ -18,6 +18,8 @@ EXAMPLES = """examples:
   unitvox k8s submit ... --stage evaluate --set evaluate.checkpoint=s3://bucket/ckpt.pt --results-dir results  # exit 3: gates
   unitvox k8s submit --config jobs/base.yaml --suite jobs/ablations/speaker.yaml --run s3://bucket/runs/abl1 --image IMG
   unitvox k8s submit --config jobs/base.yaml --run s3://bucket/runs/exp1 --image IMG --diagnose training,data
+  unitvox k8s submit ... --resynthesize --input s3://bucket/mine/ --out s3://bucket/resynth/ --speaker s3://bucket/ref.wav
+  unitvox k8s submit ... --command "encode s3://bucket/raw/ --out s3://bucket/units/raw.jsonl --deduplicate"
   unitvox k8s status --run s3://bucket/runs/exp1
   unitvox k8s logs   --run s3://bucket/runs/exp1 --stage train --follow
   unitvox k8s cancel --run s3://bucket/runs/exp1"""
@@ -61,6 +63,18 @@ def _target(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--diagnose", action="append", default=[], metavar="DIAGNOSIS",
                         help="instead of stages, run diagnoses as Jobs: data, checkpoint, embeddings, training or "
                              "all (comma-separated or repeated)")
+    use = parser.add_argument_group("a unitvox command as a Job, instead of stages (inputs and outputs s3:// URIs)")
+    use.add_argument("--command", dest="use_command", metavar="'COMMAND ARGS'",
+                     help="export, encode, vocode or resynthesize with its arguments, quoted as one argument; "
+                          "without --model (export: --run) it uses the run's model")
+    use.add_argument("--resynthesize", action="store_true", help="resynthesize --input recordings into --out")
+    use.add_argument("--input", dest="use_inputs", action="append", default=[], metavar="URI",
+                     help="with --resynthesize: recordings, a folder or a list file (repeatable)")
+    use.add_argument("--out", dest="use_out", metavar="URI", help="with --resynthesize: the prefix for the wavs")
+    use.add_argument("--model", dest="use_model", metavar="URI",
+                     help="with --resynthesize: a bundle or a run root (default: --run)")
+    use.add_argument("--speaker", dest="use_speaker", metavar="URI",
+                     help="with --resynthesize: a recording of the voice to speak in (conditioned models)")
 
 
 def _render_arguments(parser: argparse.ArgumentParser) -> None:
@@ -138,6 +152,15 @@ def _render(args: argparse.Namespace) -> int:
     )
 
     target = _load_target(args, wait_for_inputs=True)
+    command = _use_command(args, target)
+    if command is not None:
+        from unitvox.controller.render import render_command
+
+        objects = render_command(target, command)
+        sys.stdout.write(to_yaml_stream(objects, header=f"# Rendered by: unitvox k8s render --config {args.config} "
+                                                        f"--run {args.run} (unitvox {command.name})\n"
+                                                        "# Apply with: kubectl apply -f FILE\n"))
+        return exitcodes.DONE
     # Kueue admits Jobs as quota allows, not as inputs appear: applied all at once, a later stage could be
     # admitted first and hold GPUs while it waits. With a queue the controller feeds it stage by stage.
     queued_pipeline = bool(target.config.cluster.queue) and not (args.all_jobs or args.diagnose)
@@ -163,7 +186,10 @@ def _submit(args: argparse.Namespace) -> int:
     from unitvox.store import open_store
 
     target = _load_target(args, wait_for_inputs=False)
+    command = _use_command(args, target)
     cluster = _connect(args, target.config)
+    if command is not None:
+        return _submit_command(args, cluster, target, command)
     if args.detach:
         for obj in render_driver(target, _passed_options(args)):
             ensure(cluster, obj)
@@ -193,6 +219,50 @@ def _submit(args: argparse.Namespace) -> int:
             for path in copy_results(store, args.results_dir):
                 print(f"copied {path}")
     return code
+
+
+def _use_command(args: argparse.Namespace, target: Any):
+    """The checked command of --command or --resynthesize, or None for stages; refuses what does not mix."""
+    from unitvox.config import ConfigError
+    from unitvox.controller.use_jobs import parse_command, resynthesize_command
+
+    shortcut = {"--input": args.use_inputs, "--out": args.use_out, "--model": args.use_model,
+                "--speaker": args.use_speaker}
+    if not args.resynthesize:
+        for flag, value in shortcut.items():
+            if value:
+                raise ConfigError(f"{flag}: only with --resynthesize (or inside --command)")
+    if args.use_command is None and not args.resynthesize:
+        return None
+    if args.use_command is not None and args.resynthesize:
+        raise ConfigError("--command and --resynthesize: give one of them (--command 'resynthesize ...' is the long form)")
+    flag = "--resynthesize" if args.resynthesize else "--command"
+    others = {"--stage": args.stages, "--suite": args.suite, "--only": args.only, "--diagnose": args.diagnose,
+              "--force": args.force, "--all-jobs": getattr(args, "all_jobs", False),
+              "--results-dir": getattr(args, "results_dir", None)}
+    for other, value in others.items():
+        if value:
+            raise ConfigError(f"{other}: not with {flag}, which runs one command instead of stages")
+    if args.resynthesize:
+        return resynthesize_command(target.run_uri, inputs=args.use_inputs, out=args.use_out, model=args.use_model,
+                                    speaker=args.use_speaker)
+    return parse_command(args.use_command, target.run_uri)
+
+
+def _submit_command(args: argparse.Namespace, cluster: Any, target: Any, command: Any) -> int:
+    """Create the command's Job and follow it (with --detach, create it and return)."""
+    from unitvox.controller.submit import Controller, SubmitFailed
+    from unitvox.store import open_store
+
+    follow = f"unitvox k8s logs --run {args.run} --stage use --phase {command.name} --follow"
+    try:
+        Controller(cluster, target, open_store(args.run)).submit_command(command, follow=not args.detach)
+    except SubmitFailed as failure:
+        print(f"unitvox: {failure}", file=sys.stderr)
+        return failure.code
+    if args.detach:
+        print(f"submitted unitvox {command.name} for {args.run}; follow it with:\n  {follow}")
+    return exitcodes.DONE
 
 
 def _diagnoses(args: argparse.Namespace) -> list[str]:

@@ -17,10 +17,12 @@ import yaml
 
 from unitvox.ablations.suite import Suite
 from unitvox.config import Config, to_yaml
+from unitvox.config.cluster import ClusterConfig, Resources
 from unitvox.config.metrics import ALL_INTERFACES, LOOPBACK
 from unitvox.controller import kubeflow
 from unitvox.controller import manifests as m
 from unitvox.controller.local import Step, plan
+from unitvox.controller.use_jobs import UseCommand
 from unitvox.prometheus import run_label
 
 CONFIG_FILE = f"{m.CONFIG_DIR}/config.yaml"
@@ -208,6 +210,28 @@ def render_diagnoses(target: Target, kinds: list[str]) -> list[dict[str, Any]]:
         name = m.object_name("uvx-diagnose", kind, target.run[:14], unique=target.run_uri + kind + target.config_text)
         jobs.append(m.job(cluster, target.image, spec, name=name, job_labels=job_labels))
     return [render_config_map(target), *jobs]
+
+
+def command_resources(cluster: ClusterConfig) -> Resources:
+    """A command Job's pod: `cluster.resources.use`, or when unset the samples pod's (the same work)."""
+    return cluster.resources.use or cluster.resources.samples
+
+
+def render_command(target: Target, command: UseCommand) -> list[dict[str, Any]]:
+    """The config map and one Job running a unitvox command (export, encode, vocode, resynthesize).
+
+    The pod is a stage's pod (image, service account, S3 secret, settings, queue, policies); its
+    Job is named by the run and the command line, and labelled stage `use`, phase the command's name.
+    """
+    cluster = target.config.cluster
+    resources = command_resources(cluster)
+    args = command.container_args(resources.gpus)
+    spec = m.PodSpec(command=(m.TINI, "--", "unitvox"), args=args, resources=resources,
+                     config_map=target.config_map_name)
+    job_labels = m.labels(run=target.run, stage="use", phase=command.name,
+                          config_hash=m.short_hash(*args, length=12))
+    name = m.object_name("uvx-use", command.name, target.run[:14], unique="\n".join((target.run_uri, *args)))
+    return [render_config_map(target), m.job(cluster, target.image, spec, name=name, job_labels=job_labels)]
 
 
 def render_driver(target: Target, submit_args: list[str]) -> list[dict[str, Any]]:

@@ -20,7 +20,10 @@ from unitvox import exitcodes
 from unitvox.controller import manifests as m
 from unitvox.controller.cluster import AlreadyExists, Cluster, JobStatus, PodStatus
 from unitvox.controller.kubeflow import JOBSET_NAME_LABEL
-from unitvox.controller.render import Target, render_ablation, render_config_map, render_diagnoses, render_stage
+from unitvox.controller.render import (
+    Target, render_ablation, render_command, render_config_map, render_diagnoses, render_stage,
+)
+from unitvox.controller.use_jobs import UseCommand
 from unitvox.layout import (
     EVALUATE, EVALUATE_AUDIO, EVALUATE_JUNIT, EVALUATE_METRICS, EVALUATE_REPORT, EVALUATE_SUMMARY,
 )
@@ -154,6 +157,22 @@ class Controller:
             self._follow(job, f"diagnose {kind}")
             outcomes.append(StageOutcome(f"diagnose {kind}", "done", kind, [job["metadata"]["name"]]))
         return outcomes
+
+    def submit_command(self, command: UseCommand, *, follow: bool = True) -> StageOutcome:
+        """One Job running a unitvox command, followed until it ends unless `follow` is False.
+
+        A finished Job of the same command line runs again: what it reads (an s3:// prefix) may have changed.
+        """
+        config_map, job = render_command(self.target, command)
+        ensure(self.cluster, config_map)
+        label = f"use {command.name}"
+        self.echo(f"[{label}] submitting: unitvox {' '.join(command.argv)}")
+        self._start(job, replace=True)
+        if not follow:
+            return StageOutcome(label, "submitted", command.name, [job["metadata"]["name"]])
+        self._follow(job, "use")
+        self.echo(f"[{label}] done")
+        return StageOutcome(label, "done", command.name, [job["metadata"]["name"]])
 
     # -- one Job ------------------------------------------------------------------------------
 
