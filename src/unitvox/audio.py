@@ -338,7 +338,12 @@ def encode_flac(samples: np.ndarray, rate: int) -> bytes:
     return buffer.getvalue()
 
 
-def read_mono(path: str | Path) -> tuple[np.ndarray, int]:
-    """A prepared segment as (T,) float32 samples and its rate."""
-    samples, rate = soundfile.read(os.fsencode(path), dtype="float32", always_2d=False)
+def read_mono(path: str | Path, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, int]:
+    """A prepared segment's samples [start, stop) (all by default) as (T,) float32, and its rate."""
+    samples, rate = soundfile.read(os.fsencode(path), dtype="float32", always_2d=False, start=start, stop=stop)
     return (samples.mean(axis=1) if samples.ndim == 2 else samples), int(rate)
+
+
+def frame_count(path: str | Path) -> int:
+    """A sound file's length in samples per channel, read from its header."""
+    return soundfile.info(os.fsencode(path)).frames

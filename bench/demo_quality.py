@@ -1,0 +1,97 @@
+"""Demo quality at the demo's budget: train variants of jobs/demo.yaml on one tokenized corpus and evaluate each.
+
+Run: .venv/bin/python bench/demo_quality.py --corpus ../shared/corpus/librispeech-mini --work /tmp/demo-quality
+     .venv/bin/python bench/demo_quality.py --corpus runs/demo-corpus --variants hifigan vocos
+
+prepare and tokenize run once per content setting (the tokenize overrides of a variant); every variant
+then trains from a copy of that run and is evaluated with the demo's own evaluate section. It prints,
+per variant, training seconds, validation mel L1, and the listeners' figures (CER, WER, DNSMOS
+overall, STOI, MCD-DTW, speaker similarity). Variants run one after another, so the seconds compare
+on a quiet machine; the evaluation figures do not depend on load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+UNITVOX = [sys.executable, "-m", "unitvox"]
+CONFIG = ROOT / "jobs" / "demo.yaml"
+
+# name -> --set overrides on top of jobs/demo.yaml. Keys under tokenize. choose the content run.
+VARIANTS = {
+    "hifigan": ["train.generator.type=hifigan", "train.generator.size=tiny", "train.lr_generator=0.002",
+                "train.lambdas.mel_spectrogram.scales=[]", "train.generator_warmup_steps=1500",
+                "train.max_steps=1700"],
+    "vocos": ["train.generator.type=vocos", "train.generator.size=tiny", "train.lr_generator=0.0005",
+              "train.lambdas.mel_spectrogram.scales=[[64,8],[128,16],[256,32],[512,64],[2048,128]]",
+              "train.generator_warmup_steps=2500", "train.max_steps=2700"],
+    "vocos-k100": ["tokenize.kmeans.k=100", "train.generator.type=vocos", "train.generator.size=tiny",
+                   "train.lr_generator=0.0005",
+                   "train.lambdas.mel_spectrogram.scales=[[64,8],[128,16],[256,32],[512,64],[2048,128]]",
+                   "train.generator_warmup_steps=2500", "train.max_steps=2700"],
+    "vocos-logmel": ["tokenize.features.extractor=logmel", "train.generator.type=vocos", "train.generator.size=tiny",
+                     "train.lr_generator=0.0005",
+                     "train.lambdas.mel_spectrogram.scales=[[64,8],[128,16],[256,32],[512,64],[2048,128]]",
+                     "train.generator_warmup_steps=2500", "train.max_steps=2700"],
+}
+FIGURES = ("cer_mean", "wer_mean", "dnsmos_overall_mean", "stoi_mean", "mcd_dtw_mean", "speaker_similarity_mean")
+
+
+def _unitvox(command: str, run: Path, sets: list[str], log: Path) -> float:
+    started = time.perf_counter()
+    argv = [*UNITVOX, command, "--config", str(CONFIG), "--run", str(run), *(a for s in sets for a in ("--set", s))]
+    with log.open("w") as sink:
+        code = subprocess.run(argv, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT).returncode
+    if code not in (0, 3):  # 3: evaluation gates failed, the figures are still written
+        raise SystemExit(f"{' '.join(argv)} exited {code}; see {log}")
+    return time.perf_counter() - started
+
+
+def _content_run(work: Path, corpus: str, sets: list[str]) -> Path:
+    content = sorted(s for s in sets if s.startswith("tokenize."))
+    run = work / ("content-" + ("-".join(s.split("=", 1)[1] for s in content) or "default"))
+    if not (run / "tokenize" / "_SUCCESS.json").exists():
+        run.mkdir(parents=True, exist_ok=True)
+        _unitvox("pipeline", run, [f"prepare.input={corpus}", *content, "pipeline.stages=[prepare,tokenize]"],
+                 run.with_suffix(".log"))
+    return run
+
+
+def _validation_mel(run: Path) -> float:
+    rows = [json.loads(line) for line in (run / "train" / "training_log.jsonl").read_text().splitlines()]
+    return min(row["validation/mel"] for row in rows if "validation/mel" in row)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", required=True, help="a folder of recordings (prepare.input)")
+    parser.add_argument("--work", default="/tmp/demo-quality", help="where the runs go")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    args = parser.parse_args()
+    work = Path(args.work).resolve()
+    corpus = str(Path(args.corpus).resolve())
+    print(f"{'variant':<14} {'train s':>8} {'val mel':>8} " + " ".join(f"{f.removesuffix('_mean'):>18}" for f in FIGURES))
+    for name in args.variants:
+        sets = [f"prepare.input={corpus}", *VARIANTS[name]]
+        content = _content_run(work, corpus, sets)
+        run = work / name
+        shutil.rmtree(run, ignore_errors=True)
+        run.mkdir(parents=True)
+        for stage in ("prepare", "tokenize"):
+            shutil.copytree(content / stage, run / stage)
+        seconds = _unitvox("train", run, sets, work / f"{name}.train.log")
+        _unitvox("evaluate", run, sets, work / f"{name}.evaluate.log")
+        summary = json.loads((run / "evaluate" / "metrics.json").read_text()).get("summary", {})
+        figures = " ".join(f"{summary.get(f, float('nan')):>18.3f}" for f in FIGURES)
+        print(f"{name:<14} {seconds:>8.0f} {_validation_mel(run):>8.3f} {figures}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
