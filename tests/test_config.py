@@ -61,6 +61,9 @@ def test_overrides_parse_yaml_values(tmp_path):
         ("cluster.resources.train.node_selector=[a]", r"cluster\.resources\.train\.node_selector: expected a mapping"),
         ("cluster.training.launcher=slurm", r"cluster\.training\.launcher: choose one of"),
         ("cluster.termination_grace_seconds=5", r"cluster\.termination_grace_seconds: must be at least 30"),
+        ("train.units=runs", r"train\.units: unknown 'runs'; choose one of"),
+        ("train.duration_predictor.kernel_size=4", r"train\.duration_predictor\.kernel_size: must be odd"),
+        ("train.lambdas.duration=-1", r"train\.lambdas\.duration: must not be negative"),
     ],
 )
 def test_bad_values_are_refused_naming_the_key(override, message):

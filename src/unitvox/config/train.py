@@ -20,6 +20,8 @@ HIFIGAN_FIELDS = ("upsample_rates", "upsample_kernel_sizes", "upsample_initial_c
 VOCOS_FIELDS = ("backbone_dim", "backbone_intermediate_dim", "backbone_layers", "frames_per_unit", "n_fft")
 TYPE_FIELDS = {"hifigan": HIFIGAN_FIELDS, "vocos": VOCOS_FIELDS}
 RESIDUAL_BLOCKS = ("hifigan", "grouped")
+# What the vocoder is trained on: frame units, or run-length-collapsed units with a duration predictor.
+UNIT_FORMS = ("frames", "deduplicated")
 
 
 @dataclass
@@ -240,6 +242,9 @@ class LossWeights:
     adversarial: float = 1.0
     feature_matching: float = 2.0
     contrastive: float = 1.0
+    # The duration predictor's log-duration MSE (train.units deduplicated), logged as loss/duration. It
+    # shares no parameters with the generator, so it is not one of the generator's balanced WEIGHT_KEYS.
+    duration: float = 1.0
     mel_spectrogram: MelSpectrogramConfig = field(default_factory=MelSpectrogramConfig)
 
     WEIGHT_KEYS = tuple(TERM_METRICS)
@@ -248,7 +253,7 @@ class LossWeights:
         return {name: getattr(self, name) for name in self.WEIGHT_KEYS}
 
     def check(self, key: str) -> None:
-        for name, weight in self.weights().items():
+        for name, weight in {**self.weights(), "duration": self.duration}.items():
             _require(weight >= 0, f"{key}.{name}", f"must not be negative, got {weight}")
         self.mel_spectrogram.check(f"{key}.mel_spectrogram")
 
@@ -285,6 +290,28 @@ class SpeakerConfig:
 
 
 @dataclass
+class DurationPredictorConfig:
+    """The duration predictor of a `train.units: deduplicated` vocoder: log(1 + frames) of each run unit.
+
+    As fairseq's unit HiFi-GAN (`--dur-prediction`): an embedding of the run units, `layers` convolutions
+    of `kernel_size` over them (ReLU, layer norm, dropout), a linear projection; trained by MSE.
+    """
+
+    embedding_dim: int = 128
+    channels: int = 128
+    kernel_size: int = 3
+    layers: int = 2
+    dropout: float = 0.5
+
+    def check(self, key: str) -> None:
+        for name in ("embedding_dim", "channels", "layers"):
+            _require(getattr(self, name) >= 1, f"{key}.{name}", f"must be positive, got {getattr(self, name)}")
+        _require(self.kernel_size >= 1 and self.kernel_size % 2 == 1, f"{key}.kernel_size",
+                 f"must be odd so the predictor keeps the length, got {self.kernel_size}")
+        _require(0 <= self.dropout < 1, f"{key}.dropout", f"must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
 class EarlyStoppingConfig:
     """Stop when the validation mel error has not improved by `min_delta` for `patience` validations."""
 
@@ -310,12 +337,17 @@ class TrainConfig:
     continues; `--force` always starts over).
     `exclude` is the path or URI of a filter list (as `prepare.exclude`): its segment ids are left out
     before the training/validation split. Empty: nothing is excluded.
+    `units` is what the vocoder takes: `frames` (one unit per feature hop) or `deduplicated` (runs of
+    a unit collapsed to one, with a `duration_predictor` trained beside the generator on the runs'
+    true durations; the generator itself still sees the units expanded by those durations).
     """
 
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     lambdas: LossWeights = field(default_factory=LossWeights)
     speaker: SpeakerConfig = field(default_factory=SpeakerConfig)
+    units: str = "frames"
+    duration_predictor: DurationPredictorConfig = field(default_factory=DurationPredictorConfig)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     segment_seconds: float = 1.0
@@ -352,7 +384,12 @@ class TrainConfig:
     def check(self, key: str) -> None:
         self.generator.check(f"{key}.generator")
         self.discriminator.check(f"{key}.discriminator")
+        self.lambdas.check(f"{key}.lambdas")
         self.speaker.check(f"{key}.speaker")
+        _require(self.units in UNIT_FORMS, f"{key}.units", f"unknown {self.units!r}; choose one of {UNIT_FORMS}")
+        self.duration_predictor.check(f"{key}.duration_predictor")
+        _require(self.units != "deduplicated" or self.lambdas.duration > 0, f"{key}.lambdas.duration",
+                 "must be positive with train.units deduplicated (it trains the duration predictor)")
         self.early_stopping.check(f"{key}.early_stopping")
         self.health.check(f"{key}.health")
         _require(self.segment_seconds > 0, f"{key}.segment_seconds", "must be positive")

@@ -152,5 +152,11 @@ for _spec in (
                ideal=1.0),
     MetricSpec("unit_match", "unit match", "ratio", True, "evaluate_unit_match_ratio",
                "Share of units that survive vocoding and tokenizing again (1/k is chance).", ideal=1.0),
+    # A deduplicated vocoder's duration predictor (train.units deduplicated; vocoder/duration.py)
+    MetricSpec("duration_error_frames", "duration error (frames)", "", False, "evaluate_duration_error_frames",
+               "Mean absolute error of the predicted run durations, in unit frames per run.", ideal=0.0),
+    MetricSpec("predicted_length_ratio", "predicted length ratio", "ratio", True, "evaluate_predicted_length_ratio",
+               "Length of the audio vocoded from the runs with predicted durations over the original's (1 is exact).",
+               ideal=1.0),
 ):
     register_metric(_spec)

@@ -5,7 +5,8 @@ Files (names spelt here once):
     model.json                    format, sample rate, feature extractor, codebook fingerprint, the vocoder's
                                   model description (as its checkpoint carried it), versions, and `files`:
                                   the sha256 of every other file
-    generator.safetensors         generator weights (speaker_encoder.safetensors with speaker conditioning)
+    generator.safetensors         generator weights (speaker_encoder.safetensors with speaker conditioning,
+                                  duration_predictor.safetensors for a deduplicated-units vocoder)
     codebook.npy                  K-Means centroids (k, dim) float32
     bpe.model                     the run's SentencePiece motif model, when it has one
     MODEL_CARD.md                 training data and evaluation summaries of the run
@@ -35,10 +36,11 @@ FORMAT = "unitvox-model/1"
 MODEL_JSON = "model.json"
 GENERATOR_FILE = "generator.safetensors"
 SPEAKER_ENCODER_FILE = "speaker_encoder.safetensors"
+DURATION_PREDICTOR_FILE = "duration_predictor.safetensors"
 CODEBOOK_FILE = "codebook.npy"
 BPE_FILE = "bpe.model"
 MODEL_CARD_FILE = "MODEL_CARD.md"
-UNIT_FORMS = ("frames",)  # what the generator was trained on; `deduplicated` comes with a duration predictor
+UNIT_FORMS = ("frames", "deduplicated")  # what the vocoder was trained on; `deduplicated` has a duration predictor
 # The feature settings that decide which units come out; each must agree with the codebook's fingerprint.
 FEATURE_IDENTITY = ("extractor", "model", "layer", "n_mfcc", "n_mels", "window_seconds", "normalize")
 
@@ -58,6 +60,12 @@ class Bundle:
     bpe_model: bytes | None
     card: str
     where: str
+    duration_predictor: dict[str, Any] | None = None
+
+    @property
+    def units(self) -> str:
+        """`frames` or `deduplicated` (run units, with a duration predictor)."""
+        return self.description.get("units", "frames")
 
     @property
     def codebook(self) -> Codebook:
@@ -92,7 +100,7 @@ def from_run(store: Store, checkpoint: str = "best", config: Config | None = Non
     description = {
         "format": FORMAT,
         "sample_rate": config.prepare.sample_rate,
-        "units": "frames",
+        "units": ckpt.unit_form(payload["model"]),
         "features": dataclasses.asdict(config.tokenize.features),
         "levels": {"checks": dataclasses.asdict(config.prepare.checks), "split": dataclasses.asdict(config.prepare.split)},
         "codebook": codebook.fingerprint,
@@ -101,9 +109,12 @@ def from_run(store: Store, checkpoint: str = "best", config: Config | None = Non
         "run": store.uri,
         "versions": _versions(),
     }
+    has_bpe = store.exists(BPE_MODEL)
+    if has_bpe:  # whether its pieces spell run units (to be given durations) or frames
+        description["bpe"] = {"deduplicated": bool(config.bpe.deduplicate)}
     return Bundle(description, codebook.centroids, payload["generator"], payload.get("speaker_encoder"),
-                  store.read_bytes(BPE_MODEL) if store.exists(BPE_MODEL) else None, model_card(store, description),
-                  store.uri)
+                  store.read_bytes(BPE_MODEL) if has_bpe else None, model_card(store, description),
+                  store.uri, payload.get("duration_predictor"))
 
 
 def _versions() -> dict[str, str]:
@@ -125,7 +136,10 @@ def model_card(store: Store, description: dict[str, Any]) -> str:
         f"- units: k={codebook['k']} from {_extractor_name(codebook)}, one every {codebook['hop_seconds']} s "
         f"at {description['sample_rate']} Hz (codebook {codebook['hash'][:12]})",
         f"- generator: {generator.get('size')} ({generator.get('hop_samples')} samples per unit)",
-        f"- voice conversion: {'yes, ' + speaker['encoder'] + ' speaker encoder' if speaker else 'no'}", "",
+        f"- voice conversion: {'yes, ' + speaker['encoder'] + ' speaker encoder' if speaker else 'no'}",
+        f"- unit form: {description.get('units', 'frames')}"
+        + (" (run units; durations given or from the duration predictor)" if description.get("units") == "deduplicated"
+           else ""), "",
         "## Training data", "",
     ]
     lines += _scalars(store.read_json(PREPARE_REPORT)) if store.exists(PREPARE_REPORT) else ["(no prepare report)"]
@@ -165,6 +179,8 @@ def write(bundle: Bundle, out: Store) -> list[str]:
              CODEBOOK_FILE: _npy(bundle.centroids), MODEL_CARD_FILE: bundle.card.encode()}
     if bundle.speaker_encoder is not None:
         files[SPEAKER_ENCODER_FILE] = save_tensors(_contiguous(bundle.speaker_encoder), metadata)
+    if bundle.duration_predictor is not None:
+        files[DURATION_PREDICTOR_FILE] = save_tensors(_contiguous(bundle.duration_predictor), metadata)
     if bundle.bpe_model is not None:
         files[BPE_FILE] = bundle.bpe_model
     for name, data in files.items():
@@ -201,14 +217,18 @@ def read(store: Store) -> Bundle:
     files = meta.pop("files", {})
     _check_files(store, files)
     centroids = np.load(io.BytesIO(store.read_bytes(CODEBOOK_FILE)), allow_pickle=False)
-    weights = {name: store.read_bytes(name) for name in (GENERATOR_FILE, SPEAKER_ENCODER_FILE) if name in files}
+    weights = {name: store.read_bytes(name) for name in (GENERATOR_FILE, SPEAKER_ENCODER_FILE, DURATION_PREDICTOR_FILE)
+               if name in files}
     check_fingerprints(meta, centroids, {name: _metadata(data) for name, data in weights.items()}, where)
     generator = load_tensors(weights[GENERATOR_FILE])
     encoder = load_tensors(weights[SPEAKER_ENCODER_FILE]) if SPEAKER_ENCODER_FILE in weights else None
     if meta["vocoder"].get("speaker") and encoder is None:
         raise BundleError(f"{where}: the vocoder is speaker-conditioned but {SPEAKER_ENCODER_FILE} is not listed")
+    predictor = load_tensors(weights[DURATION_PREDICTOR_FILE]) if DURATION_PREDICTOR_FILE in weights else None
+    if meta.get("units") == "deduplicated" and predictor is None:
+        raise BundleError(f"{where}: the vocoder takes deduplicated units but {DURATION_PREDICTOR_FILE} is not listed")
     return Bundle(meta, centroids, generator, encoder, store.read_bytes(BPE_FILE) if BPE_FILE in files else None,
-                  store.read_text(MODEL_CARD_FILE) if MODEL_CARD_FILE in files else "", where)
+                  store.read_text(MODEL_CARD_FILE) if MODEL_CARD_FILE in files else "", where, predictor)
 
 
 def _check_files(store: Store, files: dict[str, str]) -> None:
@@ -256,5 +276,7 @@ def check_fingerprints(meta: dict[str, Any], centroids: np.ndarray, weights_meta
                          f"codebook is {str(codebook.get('hash'))[:16]}...")
     if meta.get("units") not in UNIT_FORMS:
         found.append(f"units: {meta.get('units')!r}, this unitvox vocodes {UNIT_FORMS}")
+    elif meta.get("units") != ckpt.unit_form(vocoder):
+        found.append(f"units: model {meta.get('units')!r}, vocoder {ckpt.unit_form(vocoder)!r}")
     if found:
         raise BundleError(f"{where}: the bundle's parts were not made together:\n  " + "\n  ".join(found))

@@ -4,6 +4,9 @@
     model = UnitModel.from_pretrained("model/")        # a bundle folder, or a run root (local or s3://)
     units = model.encode(wave, sample_rate)            # any rate; (T,), (T, channels) or (channels, T)
     wave = model.vocode(units, speaker=reference_wave) # float32 at model.sample_rate
+    runs, durations = model.encode(wave, rate, deduplicate=True)
+    wave = model.vocode(runs, durations=durations)     # any model: the runs expanded by their durations
+    wave = model.vocode(runs)                          # a deduplicated model: durations from its predictor
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ import torch
 
 import unitvox.audio as audio
 from unitvox.config import FeaturesConfig, GeneratorConfig, SpeakerConfig, from_dict
+from unitvox.config.train import DurationPredictorConfig
 import unitvox.model.bundle as bundles
 from unitvox.store import open_store
 from unitvox.units import features as feats
 from unitvox.units.kmeans import check_compatible
-from unitvox.vocoder.inference import inference_generator, inference_speaker_encoder
+from unitvox.vocoder.duration import collapse
+from unitvox.vocoder.inference import inference_duration_predictor, inference_generator, inference_speaker_encoder
 
 VOCODE_CHUNK_FRAMES = 1500
 """Unit sequences up to this long (30 s at a 20 ms hop) are vocoded in one pass, exactly as the samples
@@ -44,6 +49,11 @@ class UnitModel:
         if vocoder.get("speaker"):
             speaker = from_dict(SpeakerConfig, vocoder["speaker"], "vocoder.speaker")
             self.encoder = inference_speaker_encoder(speaker, bundle.speaker_encoder, self.device)
+        self.duration_predictor = None
+        if bundle.units == "deduplicated":
+            predictor = from_dict(DurationPredictorConfig, vocoder["duration_predictor"], "vocoder.duration_predictor")
+            self.duration_predictor = inference_duration_predictor(predictor, self.codebook.k,
+                                                                   bundle.duration_predictor, self.device)
         self._extractor = None
 
     @classmethod
@@ -73,6 +83,22 @@ class UnitModel:
     def conditioned(self) -> bool:
         """Whether the vocoder takes a speaker reference (voice conversion)."""
         return self.encoder is not None
+
+    @property
+    def deduplicated(self) -> bool:
+        """Whether the vocoder was trained on deduplicated (run) units, with a duration predictor."""
+        return self.duration_predictor is not None
+
+    @property
+    def pieces_deduplicated(self) -> bool | None:
+        """Whether the run's BPE motif model spells run units (bpe.deduplicate); None when unknown or absent."""
+        return self.bundle.description.get("bpe", {}).get("deduplicated")
+
+    def predict_durations(self, runs: Any) -> np.ndarray:
+        """Frames per run unit (R,) int64, each at least 1, from a deduplicated model's duration predictor."""
+        if self.duration_predictor is None:
+            raise ValueError(NO_PREDICTOR)
+        return self.duration_predictor.durations(self.check_units(runs))
 
     @property
     def extractor(self) -> feats.FeatureExtractor:
@@ -133,17 +159,25 @@ class UnitModel:
 
     @torch.inference_mode()
     def vocode(self, units: Any, speaker: np.ndarray | torch.Tensor | None = None, *,
-               durations: Any = None, speaker_rate: int | None = None) -> np.ndarray:
-        """Audio (len(units) * hop,) float32 at `sample_rate`.
+               durations: Any = None, deduplicated: bool | None = None, speaker_rate: int | None = None) -> np.ndarray:
+        """Audio (frames * hop,) float32 at `sample_rate`.
 
         Args:
-            units: frame units, or run units when `durations` (frames per unit) are given.
+            units: frame units, or run units (`deduplicated`, or when `durations` are given).
             speaker: a reference recording (at `speaker_rate`, default the model's) or an embedding from
                 `embed`; required by a speaker-conditioned model, refused by one without conditioning.
+            durations: frames per run unit; the runs are expanded by them, whatever the model.
+            deduplicated: whether `units` are run units; None (default) takes them in the form the model
+                was trained on. Run units without durations get them from a deduplicated model's duration
+                predictor, and are refused by a frame-unit model (it has none).
         """
         frames = self.check_units(units)
         if durations is not None:
+            if deduplicated is False:
+                raise ValueError("durations were given with deduplicated=False: durations belong to run units")
             frames = np.repeat(frames, check_durations(durations, len(frames)))
+        elif deduplicated or (deduplicated is None and self.deduplicated):
+            frames = np.repeat(frames, self.predict_durations(frames))
         if self.encoder is not None and speaker is None:
             raise ValueError("this model is speaker-conditioned: give a speaker reference (--speaker ref.wav)")
         embedding = None
@@ -180,16 +214,20 @@ class _Counted:
         return frames
 
 
+NO_PREDICTOR = ("these are deduplicated (run) units without durations, and this model was trained on frame units "
+                "(train.units frames), so it has no duration predictor: give the durations beside the units "
+                "(`unitvox encode --deduplicate` writes them) or use a model trained with train.units deduplicated")
+
+
 def deduplicated(units: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Run-length form of frame units: (the unit of each run, the frames each run lasts)."""
-    if len(units) == 0:
-        return units, np.zeros(0, dtype=np.int64)
-    starts = np.concatenate([[0], np.flatnonzero(np.diff(units)) + 1])
-    return units[starts], np.diff(np.concatenate([starts, [len(units)]]))
+    return collapse(units)
 
 
 def check_durations(durations: Any, count: int) -> np.ndarray:
     array = np.asarray(durations)
+    if array.ndim == 1 and len(array) != count:
+        raise ValueError(f"{len(array)} durations for {count} units: give one duration per unit")
     if array.shape != (count,) or (array.size and not np.issubdtype(array.dtype, np.integer)):
         raise ValueError(f"durations must be {count} integers, one per unit, got shape {array.shape} of {array.dtype}")
     if (array < 1).any():

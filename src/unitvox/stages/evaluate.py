@@ -39,6 +39,7 @@ from unitvox.units.features import extract as extract_features
 from unitvox.units.kmeans import Codebook
 from unitvox.store import Store
 from unitvox.vocoder.dataset import AudioReader, UnitAudioDataset, load_items, speaker_index
+from unitvox.vocoder.duration import collapse, expand
 from unitvox.vocoder.inference import Vocoder, checkpoint_location
 
 PHASES = (Phase("score", sharded=True), Phase("merge"))
@@ -94,6 +95,8 @@ def score(context: Context) -> dict[str, Any]:
         estimate = vocoder.generate(item.units, clip)
         row, embeddings = score_item(item, reference, estimate, rate, embedder)
         row["unit_match"] = round_trip.match(item.units, estimate) if round_trip else math.nan
+        if vocoder.deduplicated:
+            row.update(predicted_duration_row(vocoder, item.units, len(reference), clip))
         scored = listeners.score(reference, estimate, rate, transcripts.get(item.segment_id))
         row.update(scored.resynthesis)
         original = {**_original_ceiling(row), **scored.original}
@@ -104,6 +107,21 @@ def score(context: Context) -> dict[str, Any]:
         done += 1
         context.metrics.gauge("stage_items_done", done + resumed, stage="evaluate", shard=shard)
     return {"scored": done}
+
+
+def predicted_duration_row(vocoder: Vocoder, units, reference_samples: int, clip: np.ndarray | None) -> dict[str, float]:
+    """A deduplicated vocoder's own timing: the item's runs vocoded with predicted durations.
+
+    `duration_error_frames` is the mean absolute error of the predicted durations in frames per run;
+    `predicted_length_ratio` the length of that audio over the original's.
+    """
+    runs, durations = collapse(units)
+    if len(runs) == 0:
+        return {"duration_error_frames": math.nan, "predicted_length_ratio": math.nan}
+    predicted = vocoder.predict_durations(runs)
+    wave = vocoder.generate(expand(runs, predicted), clip)
+    return {"duration_error_frames": float(np.mean(np.abs(predicted - durations))),
+            "predicted_length_ratio": length_ratio(reference_samples, len(wave))}
 
 
 class UnitRoundTrip:
@@ -161,7 +179,8 @@ def _embeddings(embedder, reference: np.ndarray, estimate: np.ndarray, rate: int
 
 def _original_ceiling(row: dict[str, Any]) -> dict[str, Any]:
     """The original's own row for the figures that compare with it: each at its ideal."""
-    names = ("mcd_mfcc_frames", "length_ratio", "speaker_similarity", "unit_match")
+    names = ("mcd_mfcc_frames", "length_ratio", "speaker_similarity", "unit_match", "duration_error_frames",
+             "predicted_length_ratio")
     return {"utterance": row["utterance"], "speaker": row["speaker"],
             **{name: EVALUATION_METRICS[name].ideal for name in names if not _is_nan(row.get(name))}}
 

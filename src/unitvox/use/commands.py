@@ -22,7 +22,8 @@ from tqdm import tqdm
 from unitvox import exitcodes
 from unitvox.config import ConfigError
 from unitvox.store import open_store, split_uri
-from unitvox.use.inputs import Failure, audio_sources, check_levels, read_recording, read_unit_file
+from unitvox.use.inputs import (Failure, audio_sources, check_levels, read_recording, read_unit_file,
+                                unit_file_name)
 
 HELP = {
     "export": "write a run's model as a self-contained bundle (weights, codebook, fingerprints, model card)",
@@ -44,6 +45,11 @@ EXAMPLES = {
   unitvox resynthesize --model model/ in.wav --out wavs/
   unitvox resynthesize --model model/ recordings/ --out wavs/ --speaker target.wav   # voice conversion""",
 }
+
+
+NO_DURATIONS = ("run units without durations: this model was trained on frame units (train.units frames) and has "
+                "no duration predictor; give `durations` beside the units (`unitvox encode --deduplicate` writes "
+                "them) or use a model trained with train.units deduplicated")
 
 
 @dataclass
@@ -112,11 +118,15 @@ def vocode(model, unit_files: list[str], out: str, speaker: str | None = None) -
     if model.conditioned and embedding is None:
         raise ConfigError("--speaker: this model is speaker-conditioned; give a reference recording of the voice")
     for uri in unit_files:
-        sequences, failures = read_unit_file(uri, model.k)
+        sequences, failures = read_unit_file(uri, model.k, model.pieces_deduplicated)
         for failure in failures:
             outcome.skip(failure)
         for sequence in tqdm(sequences, desc=f"vocode {uri}", unit="utt", disable=None):
-            wave = model.vocode(sequence.units, embedding, durations=sequence.durations)
+            if sequence.deduplicated and sequence.durations is None and not model.deduplicated:
+                outcome.skip(Failure(unit_file_name(uri), NO_DURATIONS, sequence.line))
+                continue
+            wave = model.vocode(sequence.units, embedding, durations=sequence.durations,
+                                deduplicated=sequence.deduplicated)
             outcome.written.append(write_wav(store, f"{sequence.name}.wav", wave, model.sample_rate))
     return outcome
 
@@ -133,7 +143,8 @@ def resynthesize(model, inputs: list[str], out: str, speaker: str | None = None)
         if wave is None:
             continue
         voice = embedding if embedding is not None or not model.conditioned else model.embed(wave)
-        estimate = model.vocode(model.encode(wave, model.sample_rate, progress=source.source_id), voice)
+        frames = model.encode(wave, model.sample_rate, progress=source.source_id)
+        estimate = model.vocode(frames, voice, deduplicated=False)  # the recording's own timing, either model
         outcome.written.append(write_wav(store, f"{source.source_id}.wav", estimate, model.sample_rate))
     return outcome
 

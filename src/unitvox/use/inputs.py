@@ -97,20 +97,29 @@ def check_levels(samples: np.ndarray, rate: int, levels: dict[str, Any]) -> str 
 
 @dataclass
 class UnitSequence:
-    """One utterance read from a unit file: its name, line, units and (for run units) durations."""
+    """One utterance read from a unit file: its name, line, units and (for run units) durations.
+
+    `deduplicated` says whether the units are run units: True for a row with `durations` or
+    `"deduplicated": true` (and BPE pieces of a deduplicated motif model), False for a JSON row of
+    frames (the run's units.jsonl), None for text (the model's own form).
+    """
 
     name: str
     line: int
     units: list[int]
     durations: list[int] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    deduplicated: bool | None = None
 
 
-def read_unit_file(uri: str, k: int) -> tuple[list[UnitSequence], list[Failure]]:
+def read_unit_file(uri: str, k: int, pieces_deduplicated: bool | None = None) -> tuple[list[UnitSequence], list[Failure]]:
     """Utterances of a JSON-lines (the run's units.jsonl: `units`, optional `durations`, or BPE `pieces`) or
-    text file (one utterance a line, whitespace-separated units); a bad line is a Failure, the others are read."""
+    text file (one utterance a line, whitespace-separated units); a bad line is a Failure, the others are read.
+
+    `pieces_deduplicated`: whether the model's BPE motif model spells run units (a bundle's `bpe.deduplicated`).
+    """
     store, key = split_uri(uri)
-    where = printable(store.url(key))
+    where = unit_file_name(uri)
     try:
         text = store.read_text(key)
     except (FileNotFoundError, UnicodeDecodeError) as error:
@@ -123,14 +132,20 @@ def read_unit_file(uri: str, k: int) -> tuple[list[UnitSequence], list[Failure]]
     sequences, failures = [], []
     for number, line in lines:
         try:
-            found = _json_line(line, k) if is_json else (_text_line(line, k), None, {})
+            found = _json_line(line, k, pieces_deduplicated) if is_json else (_text_line(line, k), None, {}, None)
         except ValueError as error:
             failures.append(Failure(where, str(error), number))
             continue
-        units, durations, extra = found
+        units, durations, extra, runs = found
         name = str(extra.get("id") or (stem if len(lines) == 1 else f"{stem}_{number:04d}"))
-        sequences.append(UnitSequence(name, number, units, durations, extra))
+        sequences.append(UnitSequence(name, number, units, durations, extra, runs))
     return sequences, failures
+
+
+def unit_file_name(uri: str) -> str:
+    """How failures name a unit file."""
+    store, key = split_uri(uri)
+    return printable(store.url(key))
 
 
 def _text_line(line: str, k: int) -> list[int]:
@@ -143,7 +158,8 @@ def _text_line(line: str, k: int) -> list[int]:
     return _in_range(units, k)
 
 
-def _json_line(line: str, k: int) -> tuple[list[int], list[int] | None, dict[str, Any]]:
+def _json_line(line: str, k: int, pieces_deduplicated: bool | None = None
+               ) -> tuple[list[int], list[int] | None, dict[str, Any], bool | None]:
     try:
         row = json.loads(line)
     except json.JSONDecodeError as error:
@@ -154,20 +170,38 @@ def _json_line(line: str, k: int) -> tuple[list[int], list[int] | None, dict[str
         if not isinstance(row["pieces"], list) or not all(isinstance(p, str) for p in row["pieces"]):
             raise ValueError("`pieces` must be a list of BPE piece strings")
         units = text_to_units("".join(row["pieces"]))
+        runs = pieces_deduplicated
     elif isinstance(row.get("units"), list):
         units = row["units"]
+        runs = False  # the run's units.jsonl format: frame units
     else:
         raise ValueError("no `units` list (nor BPE `pieces`) in this row")
     for position, unit in enumerate(units):
         if not isinstance(unit, int) or isinstance(unit, bool):
             raise ValueError(f"unit {position} {unit!r} is not an integer")
+    flag = row.get("deduplicated")
+    if flag is not None and not isinstance(flag, bool):
+        raise ValueError(f"`deduplicated` must be true or false, got {flag!r}")
     durations = row.get("durations")
     if durations is not None:
-        if not isinstance(durations, list) or len(durations) != len(units) or not all(
-                isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in durations):
-            raise ValueError(f"`durations` must be {len(units)} positive integers, one per unit")
+        if flag is False:
+            raise ValueError("`durations` are given but `deduplicated` is false: durations belong to run units")
+        _check_durations(durations, len(units))
+    runs = True if durations is not None else (flag if flag is not None else runs)
     extra = {name: row[name] for name in ("id", "speaker") if name in row}
-    return _in_range(units, k), durations, extra
+    return _in_range(units, k), durations, extra, runs
+
+
+def _check_durations(durations: Any, count: int) -> None:
+    if not isinstance(durations, list):
+        raise ValueError(f"`durations` must be a list of integers, one per unit, got {type(durations).__name__}")
+    if len(durations) != count:
+        raise ValueError(f"`durations` has {len(durations)} entries for {count} units: give one duration per unit")
+    for position, duration in enumerate(durations):
+        if not isinstance(duration, int) or isinstance(duration, bool):
+            raise ValueError(f"duration {position} {duration!r} is not an integer number of frames")
+        if duration < 1:
+            raise ValueError(f"duration {duration} at position {position} is not a positive number of frames")
 
 
 def _in_range(units: list[int], k: int) -> list[int]:

@@ -23,6 +23,7 @@ from unitvox.store import Store, split_uri
 from unitvox.units.kmeans import read_fingerprint, unit_count
 from unitvox.vocoder import checkpoint as ckpt
 from unitvox.vocoder.dataset import AudioReader, Item, UnitAudioDataset, load_items, speaker_index, split_items
+from unitvox.vocoder.duration import DURATION_RUNS
 from unitvox.vocoder.loop import Distributed, StopFlag, Trainer
 from unitvox.vocoder.state import build_state
 
@@ -58,7 +59,7 @@ def build_datasets(config: Config, store: Store, training: list, validation: lis
     settings = config.train
     reference = int(settings.speaker.reference_seconds * config.prepare.sample_rate) if settings.speaker.enabled else 0
     common = dict(hop=settings.generator.hop_samples, pad_unit=num_units, speakers=speakers, seed=settings.seed,
-                  reference_samples=reference)
+                  reference_samples=reference, runs=DURATION_RUNS if settings.units == "deduplicated" else 0)
     reader = AudioReader(store)
     train_set = UnitAudioDataset(training, reader, frames=window_frames(config), crop=True, **common)
     longest = max(len(i.units) for i in validation) if validation else 1
@@ -202,3 +203,5 @@ def _wrap_for_ddp(trainer: Trainer, device: torch.device) -> None:
     state.discriminators = wrap(state.discriminators, device_ids=ids)
     if state.speaker_encoder is not None and not settings.speaker.freeze_encoder:
         state.speaker_encoder = wrap(state.speaker_encoder, device_ids=ids)
+    if state.duration_predictor is not None:
+        state.duration_predictor = wrap(state.duration_predictor, device_ids=ids)

@@ -36,14 +36,27 @@ class ResumeRefused(CheckpointMismatch):
 
 
 def describe_model(config: Config, codebook: dict[str, Any]) -> dict[str, Any]:
-    """What a checkpoint must match to load: architecture, units and the codebook that made them."""
+    """What a checkpoint must match to load: architecture, units and the codebook that made them.
+
+    A deduplicated vocoder adds `units` and its `duration_predictor`; a frame-unit one names neither,
+    as checkpoints did before there were two forms.
+    """
     speaker = config.train.speaker
-    return {
+    described = {
         "generator": config.train.generator.described(),
         "num_units": unit_count(codebook),
         "speaker": dataclasses.asdict(speaker) if speaker.enabled else None,
         "codebook": {key: codebook.get(key) for key in CODEBOOK_KEYS},
     }
+    if config.train.units == "deduplicated":
+        described.update(units="deduplicated",
+                         duration_predictor=dataclasses.asdict(config.train.duration_predictor))
+    return described
+
+
+def unit_form(description: dict[str, Any]) -> str:
+    """`frames` or `deduplicated`: what the vocoder a model description records was trained on."""
+    return description.get("units") or "frames"
 
 
 def differences(saved: Any, expected: Any, path: str = "", *, now: str = "expected") -> list[str]:
@@ -62,17 +75,39 @@ def lineage(config: Config, codebook: dict[str, Any], inputs: dict[str, Any]) ->
     `config` is the train section less its EXECUTION_KEYS and RESUME_KEYS (raising max_steps continues
     a run); `inputs` the stage's input fingerprints (units, filter list) and the codebook's hash.
     """
-    section = {key: value for key, value in config.stage_section("train").items()
-               if key not in TrainConfig.RESUME_KEYS}
-    digest = hashlib.sha256(json.dumps(section, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-    return {"config_hash": digest, "config": section, "inputs": {"codebook": codebook.get("hash"), **inputs}}
+    section = _lineage_section(config)
+    return {"config_hash": _digest(section), "config": section,
+            "inputs": {"codebook": codebook.get("hash"), **inputs}}
+
+
+def _lineage_section(config: Config) -> dict[str, Any]:
+    return {key: value for key, value in config.stage_section("train").items() if key not in TrainConfig.RESUME_KEYS}
+
+
+def _digest(section: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(section, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _with_defaults(saved: Any, defaults: Any) -> Any:
+    """`saved` with the keys it lacks taken from `defaults`, at every level: a train key added to unitvox
+    after a checkpoint was made (train.units, say) did then what its default does now."""
+    if not (isinstance(saved, dict) and isinstance(defaults, dict)):
+        return saved
+    return {**{key: value for key, value in defaults.items() if key not in saved},
+            **{key: _with_defaults(value, defaults.get(key)) for key, value in saved.items()}}
 
 
 def lineage_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """What differs between a checkpoint's lineage and this run's: dotted train keys, then inputs."""
+    """What differs between a checkpoint's lineage and this run's: dotted train keys, then inputs.
+
+    Keys the checkpoint's config lacks (added to unitvox since) count as their defaults.
+    """
     if saved.get("config_hash") == current["config_hash"] and saved.get("inputs") == current["inputs"]:
         return []
-    changed = differences(saved.get("config", {}), current["config"], "train", now="now")
+    recorded = _with_defaults(saved.get("config", {}), _lineage_section(Config())) if saved.get("config") else {}
+    if recorded and _digest(recorded) == current["config_hash"] and saved.get("inputs") == current["inputs"]:
+        return []
+    changed = differences(recorded, current["config"], "train", now="now")
     changed += [f"input {line}" for line in differences(saved.get("inputs", {}), current["inputs"], now="now")]
     return changed or ["train: the recorded config hash differs (the config recorded with it is incomplete)"]
 
@@ -113,6 +148,9 @@ def generator_type(description: dict[str, Any]) -> str:
 
 def check_matches(saved: dict[str, Any], expected: dict[str, Any], where: str) -> None:
     found = differences(saved, expected)
+    if unit_form(saved) != unit_form(expected):
+        found.insert(0, f"the checkpoint holds a vocoder of {unit_form(saved)} units, the config trains one of "
+                        f"{unit_form(expected)} units (train.units); the fields below follow from that")
     if generator_type(saved) != generator_type(expected):
         found.insert(0, f"the checkpoint holds a {generator_type(saved)!r} generator, the config builds a "
                         f"{generator_type(expected)!r} one (train.generator.type); the fields below follow from that")

@@ -18,6 +18,7 @@ import torch
 from unitvox import audio
 from unitvox.layout import MANIFEST, UNITS
 from unitvox.store import Store
+from unitvox.vocoder.duration import run_window
 
 
 @dataclass(frozen=True)
@@ -100,16 +101,21 @@ class UnitAudioDataset(torch.utils.data.Dataset):
 
     Returns per item: units (F,) long, audio (F * hop,) float, valid samples (), speaker index (),
     and with `reference_samples` set, reference (R,) float: another segment of the same speaker
-    (the item itself when the speaker has one segment), for speaker conditioning.
+    (the item itself when the speaker has one segment), for speaker conditioning; with `runs` > 0
+    (a deduplicated vocoder), runs (runs,) long and durations (runs,) long: up to that many consecutive run
+    units of the item, each with its whole duration in frames (padded with `pad_unit` and 0), for the
+    duration predictor (from a random run when cropping).
     With `crop` set (training) a window starts at a random unit frame; otherwise at the start.
     """
 
     def __init__(self, items: list[Item], reader: AudioReader, *, frames: int, hop: int, pad_unit: int,
-                 speakers: dict[str, int], crop: bool, seed: int = 0, reference_samples: int = 0):
+                 speakers: dict[str, int], crop: bool, seed: int = 0, reference_samples: int = 0,
+                 runs: int = 0):
         self.items, self.reader = items, reader
         self.frames, self.hop, self.pad_unit = frames, hop, pad_unit
         self.speakers, self.crop, self.seed = speakers, crop, seed
         self.reference_samples = reference_samples
+        self.runs = runs
         self.by_speaker: dict[str, list[int]] = {}
         for index, item in enumerate(items):
             self.by_speaker.setdefault(item.speaker, []).append(index)
@@ -129,7 +135,7 @@ class UnitAudioDataset(torch.utils.data.Dataset):
         start = 0
         if self.crop and usable > self.frames:
             start = int(np.random.default_rng([self.seed, self.epoch, index]).integers(0, usable - self.frames + 1))
-        units = units[start : min(usable, start + self.frames)]
+        everything, units = units, units[start : min(usable, start + self.frames)]
         # Only the window is decoded: a 0.5 s crop of a 15 s segment costs 0.5 s of FLAC decoding.
         wave = self.reader.read(item.audio_key, start * self.hop, (start + len(units)) * self.hop)
         valid = len(wave)
@@ -141,6 +147,12 @@ class UnitAudioDataset(torch.utils.data.Dataset):
             "valid": torch.tensor(valid),
             "speaker": torch.tensor(self.speakers.get(item.speaker, 0)),
         }
+        if self.runs:
+            rng = np.random.default_rng([self.seed, self.epoch, index, 1]) if self.crop else None
+            run_units, durations = run_window(everything, self.runs, rng)
+            pad = self.runs - len(run_units)
+            example["runs"] = torch.from_numpy(np.pad(run_units, (0, pad), constant_values=self.pad_unit))
+            example["durations"] = torch.from_numpy(np.pad(durations, (0, pad)))
         if self.reference_samples:
             example["reference"] = torch.from_numpy(self.reference(index))
         return example

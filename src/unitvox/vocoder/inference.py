@@ -13,6 +13,7 @@ from unitvox.layout import BEST_CHECKPOINT, LATEST_CHECKPOINT
 from unitvox.store import Store, split_uri
 from unitvox.units.kmeans import read_fingerprint, unit_count
 from unitvox.vocoder import checkpoint as ckpt
+from unitvox.vocoder.duration import DURATION_PREDICTOR, build_duration_predictor
 from unitvox.vocoder.generator import build_generator
 from unitvox.vocoder.lora import merge_lora
 from unitvox.vocoder.speaker_encoder import build_speaker_encoder
@@ -66,6 +67,14 @@ def inference_speaker_encoder(config: SpeakerConfig, weights: dict[str, torch.Te
     return encoder.to(device).eval()
 
 
+def inference_duration_predictor(config: Any, num_units: int, weights: dict[str, torch.Tensor],
+                                 device: torch.device) -> torch.nn.Module:
+    """A deduplicated vocoder's duration predictor as training saved it (calibration included), in eval mode."""
+    predictor = build_duration_predictor(config, num_units)
+    predictor.load_state_dict(weights)
+    return predictor.to(device).eval()
+
+
 class Vocoder:
     """Generator (and speaker encoder, when conditioned) loaded for inference on one device."""
 
@@ -81,6 +90,10 @@ class Vocoder:
         self.encoder = None
         if config.train.speaker.enabled:
             self.encoder = inference_speaker_encoder(config.train.speaker, payload["speaker_encoder"], self.device)
+        self.duration_predictor = None
+        if config.train.units == "deduplicated":
+            self.duration_predictor = inference_duration_predictor(
+                config.train.duration_predictor, unit_count(codebook), payload[DURATION_PREDICTOR], self.device)
         self.step = int(payload["counters"]["step"])
         self.hop = config.train.generator.hop_samples
         self.pad_unit = unit_count(codebook)
@@ -88,6 +101,17 @@ class Vocoder:
     @property
     def conditioned(self) -> bool:
         return self.encoder is not None
+
+    @property
+    def deduplicated(self) -> bool:
+        """Whether the vocoder was trained on deduplicated units (it then has a duration predictor)."""
+        return self.duration_predictor is not None
+
+    def predict_durations(self, runs: Any) -> np.ndarray:
+        """Frames per run unit (R,) int64, each at least 1, from the duration predictor."""
+        if self.duration_predictor is None:
+            raise ValueError("this vocoder has no duration predictor (train.units is frames)")
+        return self.duration_predictor.durations(runs)
 
     @property
     def uri(self) -> str:

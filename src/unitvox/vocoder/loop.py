@@ -32,11 +32,15 @@ from unitvox.prometheus.training import export_health, export_progress, export_r
 from unitvox.store import Store
 from unitvox.vocoder import checkpoint as ckpt
 from unitvox.vocoder.dataset import UnitAudioDataset
+from unitvox.vocoder.duration import DURATION_PREDICTOR, collapse, duration_loss
 from unitvox.vocoder.losses import (MelSpectrogram, MultiScaleMel, discriminator_loss, generator_loss, generator_terms,
                                      mel_loss)
 from unitvox.vocoder.speaker_encoder import contrastive_speaker_loss
 from unitvox.vocoder.state import TrainState
 
+
+# Training items whose whole run sequences calibrate the duration predictor's length scale.
+CALIBRATION_ITEMS = 256
 
 
 @dataclass
@@ -115,6 +119,9 @@ class Trainer:
         self.networks = norms.networks(self.state.generator, self.state.discriminators, self.state.speaker_encoder)
         self.discriminator_networks = {name: net for name, net in self.networks.items()
                                        if name not in ("generator", norms.SPEAKER_ENCODER)}
+        if self.state.duration_predictor is not None:
+            self.networks[DURATION_PREDICTOR] = getattr(self.state.duration_predictor, "module",
+                                                        self.state.duration_predictor)
         self.monitor = HealthMonitor(self.settings.health, self.settings.lambdas.weights(), self.store)
         self._checked_step = -1
         self._throughput = (time.time(), self.state.step)
@@ -193,8 +200,15 @@ class Trainer:
             outputs = state.discriminators(real, fake) if adversarial else None
             extra, similarity = self._speaker_terms(fake, conditioning, batch["speaker"], logged)
             loss_g, metrics_g = generator_loss(real.float(), fake.float(), outputs, settings.lambdas, self.mel_objective, extra)
+        duration = self._duration_term(batch)
+        if duration is not None:
+            row["loss/duration"] = float(duration.detach())
+            loss_g = loss_g + settings.lambdas.duration * duration  # shares no parameters with the generator
         state.optimizer_generator.zero_grad(set_to_none=True)
         loss_g.backward()
+        if duration is not None:  # clipped on its own: its gradient is not the generator's
+            row.update(_prefixed("grad_norm", norms.clip_gradients(
+                {DURATION_PREDICTOR: self.networks[DURATION_PREDICTOR]}, settings.grad_clip)))
         stepped = {"generator": self.networks["generator"]}
         if norms.SPEAKER_ENCODER in self.networks and not settings.speaker.freeze_encoder:
             # The speaker encoder steps with the generator's optimizer, so it is clipped with the generator.
@@ -224,6 +238,12 @@ class Trainer:
             extra, _ = self._speaker_terms(fake, conditioning, batch["speaker"], False)
             terms, _ = generator_terms(real.float(), fake.float(), outputs, self.mel_objective, extra)
         return terms
+
+    def _duration_term(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """The duration predictor's log-duration MSE on the batch's runs, or None for a frame-unit vocoder."""
+        if self.state.duration_predictor is None or "runs" not in batch:
+            return None
+        return duration_loss(self.state.duration_predictor(batch["runs"]), batch["durations"])
 
     def embed(self, reference: torch.Tensor | None) -> torch.Tensor | None:
         """Speaker embeddings of the reference clips (B, D), or None without speaker conditioning."""
@@ -303,6 +323,34 @@ class Trainer:
         generator.train()
         return float(np.mean(errors)) if errors else math.nan
 
+    @torch.no_grad()
+    def validation_duration_figures(self) -> dict[str, float]:
+        """The duration predictor on the validation items' runs, each whole: mean absolute error in frames
+        per run, and the predicted over the true length (mean over items). Empty for a frame-unit vocoder."""
+        if DURATION_PREDICTOR not in self.networks:
+            return {}
+        predictor = self.networks[DURATION_PREDICTOR]
+        self.calibrate_durations()
+        errors, ratios = [], []
+        for item in self.validation_set.items:
+            runs, durations = collapse(item.units)
+            if len(runs) == 0:
+                continue
+            predicted = predictor.durations(runs)
+            errors.append(np.abs(predicted - durations))
+            ratios.append(predicted.sum() / durations.sum())
+        if not errors:
+            return {}
+        return {"validation/duration_mae_frames": float(np.concatenate(errors).mean()),
+                "validation/duration_length_ratio": float(np.mean(ratios)),
+                "validation/duration_length_scale": float(predictor.length_scale)}
+
+    def calibrate_durations(self) -> None:
+        """Set the duration predictor's length scale from (up to CALIBRATION_ITEMS) training items, each whole."""
+        if DURATION_PREDICTOR in self.networks:
+            items = self.train_set.items[:: max(1, len(self.train_set.items) // CALIBRATION_ITEMS)]
+            self.networks[DURATION_PREDICTOR].calibrate(collapse(item.units) for item in items[:CALIBRATION_ITEMS])
+
     def _samples_per_second(self) -> float:
         """Training examples per second over every rank since the last logged step."""
         now, step = time.time(), self.state.step
@@ -348,7 +396,8 @@ class Trainer:
         state, stopping = self.state, self.settings.early_stopping
         error = self.validation_mel_error()
         improved = error < state.best_validation - stopping.min_delta
-        state.log.append({"step": state.step, "validation/mel": error, "validation/improved": improved})
+        state.log.append({"step": state.step, "validation/mel": error, "validation/improved": improved,
+                          **self.validation_duration_figures()})
         self.metrics.gauge("train_validation_mel_loss", error)
         if improved:
             state.best_validation = error
@@ -363,6 +412,7 @@ class Trainer:
         self.distributed.barrier()
 
     def _save(self, key: str) -> None:
+        self.calibrate_durations()
         ckpt.save(self.store, key, {"model": self.model_description, **self.state.state_dict()})
         self.store.write_jsonl(TRAINING_LOG, self.state.log)
         self.metrics.gauge("train_last_checkpoint_timestamp_seconds", time.time())

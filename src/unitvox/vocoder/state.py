@@ -12,6 +12,7 @@ from torch import nn
 
 from unitvox.config import TrainConfig
 from unitvox.vocoder.discriminators import Discriminators
+from unitvox.vocoder.duration import build_duration_predictor
 from unitvox.vocoder.generator import make_generator
 from unitvox.vocoder.lora import apply_lora, lora_parameters
 from unitvox.vocoder.speaker_encoder import build_speaker_encoder
@@ -28,6 +29,8 @@ class TrainState:
     scheduler_generator: torch.optim.lr_scheduler.LRScheduler
     scheduler_discriminator: torch.optim.lr_scheduler.LRScheduler
     speaker_encoder: nn.Module | None = None
+    # The run units' duration predictor of a `train.units: deduplicated` vocoder; steps with the generator.
+    duration_predictor: nn.Module | None = None
     step: int = 0
     epoch: int = 0
     batch_in_epoch: int = 0
@@ -41,6 +44,8 @@ class TrainState:
         found = {"generator": self.generator, "discriminators": self.discriminators}
         if self.speaker_encoder is not None:
             found["speaker_encoder"] = self.speaker_encoder
+        if self.duration_predictor is not None:
+            found["duration_predictor"] = self.duration_predictor
         return found
 
     def state_dict(self) -> dict[str, Any]:
@@ -85,7 +90,8 @@ def build_state(config: TrainConfig, num_units: int, device: torch.device,
     """Models, optimizers and schedulers from the config; seeded so every rank starts identical.
 
     `initial_generator` (weights of a plain generator of the same architecture) is loaded before
-    LoRA adapters are added, which is how a trained vocoder is adapted to a new speaker.
+    LoRA adapters are added, which is how a trained vocoder is adapted to a new speaker. A
+    deduplicated vocoder's duration predictor always trains (LoRA or not), with the generator's optimizer.
     """
     torch.manual_seed(config.seed)
     speaker_encoder = build_speaker_encoder(config.speaker) if config.speaker.enabled else None
@@ -103,6 +109,10 @@ def build_state(config: TrainConfig, num_units: int, device: torch.device,
         speaker_encoder.to(device)
         if not config.speaker.freeze_encoder:
             trainable += [p for p in speaker_encoder.parameters() if p.requires_grad]
+    duration_predictor = None
+    if config.units == "deduplicated":
+        duration_predictor = build_duration_predictor(config.duration_predictor, num_units).to(device)
+        trainable += list(duration_predictor.parameters())
     betas = tuple(config.betas)
     optimizer_generator = torch.optim.AdamW(trainable, lr=config.lr_generator, betas=betas)
     optimizer_discriminator = torch.optim.AdamW(discriminators.parameters(), lr=config.lr_discriminator, betas=betas)
@@ -114,4 +124,5 @@ def build_state(config: TrainConfig, num_units: int, device: torch.device,
         scheduler_generator=torch.optim.lr_scheduler.ExponentialLR(optimizer_generator, config.lr_decay),
         scheduler_discriminator=torch.optim.lr_scheduler.ExponentialLR(optimizer_discriminator, config.lr_decay),
         speaker_encoder=speaker_encoder,
+        duration_predictor=duration_predictor,
     )
