@@ -25,21 +25,18 @@ UNITVOX = [sys.executable, "-m", "unitvox"]
 CONFIG = ROOT / "jobs" / "demo.yaml"
 
 # name -> --set overrides on top of jobs/demo.yaml. Keys under tokenize. choose the content run.
+SCALES = "train.lambdas.mel_spectrogram.scales=[[64,8],[128,16],[256,32],[512,64],[2048,128]]"
+VOCOS = ["train.generator.type=vocos", "train.generator.size=tiny", "train.lr_generator=0.0005", SCALES,
+         "train.generator_warmup_steps=2500", "train.max_steps=2700"]
 VARIANTS = {
-    "hifigan": ["train.generator.type=hifigan", "train.generator.size=tiny", "train.lr_generator=0.002",
-                "train.lambdas.mel_spectrogram.scales=[]", "train.generator_warmup_steps=1500",
-                "train.max_steps=1700"],
-    "vocos": ["train.generator.type=vocos", "train.generator.size=tiny", "train.lr_generator=0.0005",
-              "train.lambdas.mel_spectrogram.scales=[[64,8],[128,16],[256,32],[512,64],[2048,128]]",
-              "train.generator_warmup_steps=2500", "train.max_steps=2700"],
-    "vocos-k100": ["tokenize.kmeans.k=100", "train.generator.type=vocos", "train.generator.size=tiny",
-                   "train.lr_generator=0.0005",
-                   "train.lambdas.mel_spectrogram.scales=[[64,8],[128,16],[256,32],[512,64],[2048,128]]",
-                   "train.generator_warmup_steps=2500", "train.max_steps=2700"],
-    "vocos-logmel": ["tokenize.features.extractor=logmel", "train.generator.type=vocos", "train.generator.size=tiny",
-                     "train.lr_generator=0.0005",
-                     "train.lambdas.mel_spectrogram.scales=[[64,8],[128,16],[256,32],[512,64],[2048,128]]",
-                     "train.generator_warmup_steps=2500", "train.max_steps=2700"],
+    # jobs/demo.yaml before issue 14: hifigan tiny, one mel scale, k=50
+    "hifigan": ["tokenize.kmeans.k=50", "train.generator.type=hifigan", "train.generator.size=tiny",
+                "train.lr_generator=0.002", "train.lambdas.mel_spectrogram.scales=[]",
+                "train.generator_warmup_steps=1500", "train.max_steps=1700"],
+    "vocos-k50": ["tokenize.kmeans.k=50", *VOCOS],
+    "vocos": ["tokenize.kmeans.k=100", *VOCOS],  # jobs/demo.yaml now
+    "vocos-k200": ["tokenize.kmeans.k=200", *VOCOS],
+    "vocos-logmel": ["tokenize.kmeans.k=100", "tokenize.features.extractor=logmel", *VOCOS],
 }
 FIGURES = ("cer_mean", "wer_mean", "dnsmos_overall_mean", "stoi_mean", "mcd_dtw_mean", "speaker_similarity_mean")
 

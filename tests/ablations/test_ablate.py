@@ -67,7 +67,7 @@ def test_two_variant_ablation_names_the_better_variant(ablated):
     assert set(variants) == {"baseline", "slow_lr"}  # --only: the comparison covers what was asked for
     slow = variants["slow_lr"]
     assert (slow["verdict"], slow["direction"]) == ("matters", "worse")
-    assert slow["metrics"]["validation/mel_best"] > 1.5 * variants["baseline"]["metrics"]["validation/mel_best"]
+    assert slow["metrics"]["validation/mel_best"] > variants["baseline"]["metrics"]["validation/mel_best"]
     relative = slow["difference_from_baseline"]["validation/mel_best"]["relative"]
     assert relative > comparison["settings"]["noise_threshold"]
     assert {"evaluate/snr_db", "evaluate/mcd_mfcc_frames", "evaluate/unit_match", "loss/mel"} <= set(slow["metrics"])
@@ -80,7 +80,7 @@ def test_two_variant_ablation_names_the_better_variant(ablated):
 @pytest.mark.e2e
 def test_each_variant_trains_in_its_own_area_on_the_shared_upstream(ablated):
     run, _, _ = ablated
-    for name, learning_rate in (("baseline", 0.002), ("slow_lr", 1e-6)):
+    for name, learning_rate in (("baseline", load("jobs/demo.yaml").train.lr_generator), ("slow_lr", 1e-6)):
         area = run / "ablations" / name
         assert load(str(area / "config.yaml")).train.lr_generator == pytest.approx(learning_rate)
         assert load(str(area / "config.yaml")).metrics.variant == name

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tiny_training import NO_SPEAKER
+from tiny_training import HIFIGAN_DEMO, NO_SPEAKER
 from unitvox.health.monitor import SIGNALS
 from unitvox.prometheus import MemorySink
 from unitvox.prometheus.training import series
@@ -25,7 +25,7 @@ def _latest_report(trainer) -> dict:
 @pytest.fixture
 def normal_run(make_trainer):
     sink = MemorySink()
-    trainer = make_trainer("train.max_steps=30", "train.generator_warmup_steps=10", "train.health.every_steps=10",
+    trainer = make_trainer(*HIFIGAN_DEMO, "train.max_steps=30", "train.generator_warmup_steps=10", "train.health.every_steps=10",
                            sink=sink)
     trainer.run()
     return trainer, sink
@@ -54,7 +54,7 @@ def test_normal_short_run_is_healthy_at_every_check(normal_run):
 
 def test_discriminator_learning_rate_far_too_high_is_dominance(make_trainer):
     # 20x the base learning rate for the discriminators against the base rate for the generator.
-    trainer = make_trainer("train.max_steps=60", "train.generator_warmup_steps=0", "train.lr_generator=0.0002",
+    trainer = make_trainer(*HIFIGAN_DEMO, "train.max_steps=60", "train.generator_warmup_steps=0", "train.lr_generator=0.0002",
                            "train.lr_discriminator=0.004", "train.health.every_steps=60", *NO_SPEAKER)
     trainer.run()
     report = _latest_report(trainer)
@@ -65,7 +65,7 @@ def test_discriminator_learning_rate_far_too_high_is_dominance(make_trainer):
 
 
 def test_generator_forced_to_a_constant_output_is_mode_collapse(make_trainer):
-    trainer = make_trainer("train.max_steps=24", "train.generator_warmup_steps=4", "train.health.every_steps=12")
+    trainer = make_trainer(*HIFIGAN_DEMO, "train.max_steps=24", "train.generator_warmup_steps=4", "train.health.every_steps=12")
     trainer.run()
     assert _latest_report(trainer)["status"] == "healthy"
     pattern = 0.1 * torch.randn(1, 1, 1, generator=torch.Generator().manual_seed(0))
@@ -85,7 +85,7 @@ def test_generator_forced_to_a_constant_output_is_mode_collapse(make_trainer):
 
 
 def test_learning_rate_that_makes_gradients_explode_is_critical_and_stops_training(make_trainer):
-    trainer = make_trainer("train.max_steps=12", "train.generator_warmup_steps=4", "train.lr_generator=1.0",
+    trainer = make_trainer(*HIFIGAN_DEMO, "train.max_steps=12", "train.generator_warmup_steps=4", "train.lr_generator=1.0",
                            "train.lr_discriminator=1.0", "train.health.every_steps=4", "train.checkpoint_every=4")
     with pytest.raises(Unhealthy) as stopped:
         trainer.run()
@@ -101,7 +101,7 @@ def test_learning_rate_that_makes_gradients_explode_is_critical_and_stops_traini
 
 
 def test_nan_in_a_batch_is_non_finite_and_the_last_good_checkpoint_is_kept(make_trainer):
-    trainer = make_trainer("train.max_steps=8", "train.generator_warmup_steps=1", "train.health.every_steps=2",
+    trainer = make_trainer(*HIFIGAN_DEMO, "train.max_steps=8", "train.generator_warmup_steps=1", "train.health.every_steps=2",
                            "train.checkpoint_every=2")
     batches = trainer._batches
 
@@ -126,7 +126,7 @@ def test_nan_in_a_batch_is_non_finite_and_the_last_good_checkpoint_is_kept(make_
 
 
 def test_a_loss_weight_1000_times_too_large_is_a_balance_warning(make_trainer):
-    trainer = make_trainer("train.max_steps=8", "train.generator_warmup_steps=2", "train.lambdas.mel=45000",
+    trainer = make_trainer(*HIFIGAN_DEMO, "train.max_steps=8", "train.generator_warmup_steps=2", "train.lambdas.mel=45000",
                            "train.health.every_steps=8")
     trainer.run()
     report = _latest_report(trainer)

@@ -176,7 +176,7 @@ def test_type_picks_the_vocos_preset_and_checkpoints_record_only_its_fields():
         ("vocos", "tiny", 128, 64)
     described = generator.described()
     assert described["type"] == "vocos" and "upsample_rates" not in described and "backbone_layers" in described
-    hifigan = load("jobs/demo.yaml").train.generator.described()
+    hifigan = load("jobs/demo.yaml", ["train.generator.type=hifigan"]).train.generator.described()
     assert "type" not in hifigan and "backbone_dim" not in hifigan and "upsample_rates" in hifigan
     with pytest.raises(ConfigError, match="no vocos preset named 'v1'"):
         load("jobs/demo.yaml", ["train.generator.type=vocos", "train.generator.size=v1"])
@@ -220,7 +220,7 @@ def test_two_step_smoke_train_of_the_base_preset(tokenized_run, tmp_path):
 
 
 def test_vocos_checkpoint_is_refused_by_a_hifigan_config(vocos_run):
-    hifigan = load("jobs/demo.yaml", [*SHRINK, "train.max_steps=3"])
+    hifigan = load("jobs/demo.yaml", [*SHRINK, "train.max_steps=3", "train.generator.type=hifigan"])
     with pytest.raises(ckpt.CheckpointMismatch) as refused:  # inference, evaluation, init_from
         Vocoder(hifigan, vocos_run, "latest")
     message = str(refused.value)
@@ -232,7 +232,8 @@ def test_vocos_checkpoint_is_refused_by_a_hifigan_config(vocos_run):
 
 
 def test_diagnose_checkpoint_reads_the_vocos_structure_and_finds_the_change(vocos_run):
-    diagnosis = diagnose_checkpoint(load("jobs/demo.yaml", SHRINK), vocos_run, "latest")
+    diagnosis = diagnose_checkpoint(load("jobs/demo.yaml", [*SHRINK, "train.generator.type=hifigan"]), vocos_run,
+                                    "latest")
     details = diagnosis.to_dict()
     assert diagnosis.status == "problem" and not details["loads"]
     structure = details["structure"]

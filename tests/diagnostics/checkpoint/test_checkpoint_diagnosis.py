@@ -23,6 +23,8 @@ from unitvox.vocoder import checkpoint as ckpt
 from unitvox.vocoder.inference import Vocoder
 from unitvox.vocoder.speaker_encoder import build_speaker_encoder
 
+from tiny_training import HIFIGAN_DEMO
+
 DEMO = "jobs/demo.yaml"
 UNITS = 20
 NO_SPEAKER = ("train.speaker.enabled=false", "train.generator.speaker_embedding_dim=0")
@@ -40,7 +42,7 @@ def run(tmp_path) -> LocalStore:
 
 
 def _config(*overrides: str):
-    return load(DEMO, list(overrides))
+    return load(DEMO, [*HIFIGAN_DEMO, *overrides])
 
 
 def _generator(config, seed: int = 0) -> torch.nn.Module:

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from tiny_training import SHRINK, poison
+from tiny_training import HIFIGAN_DEMO, SHRINK, poison
 from unitvox.config import to_yaml
 from unitvox.diagnostics.training.training_diagnosis import diagnose_run
 from unitvox.errors import IncompleteError, Unhealthy
@@ -70,7 +70,7 @@ def test_a_run_without_a_log_cannot_be_diagnosed(tmp_path):
 def test_the_train_stage_exits_4_naming_the_reasons(tokenized_run, tmp_path):
     shutil.copytree(tokenized_run, tmp_path / "run")
     argv = [sys.executable, "-m", "unitvox", "train", "--config", "jobs/demo.yaml", "--run", str(tmp_path / "run")]
-    for override in [*SHRINK, "train.max_steps=12", "train.generator_warmup_steps=4", "train.lr_generator=1.0",
+    for override in [*SHRINK, *HIFIGAN_DEMO, "train.max_steps=12", "train.generator_warmup_steps=4", "train.lr_generator=1.0",
                      "train.lr_discriminator=1.0", "train.health.every_steps=4", "train.checkpoint_every=4"]:
         argv += ["--set", override]
     completed = subprocess.run(argv, capture_output=True, text=True, timeout=300,
