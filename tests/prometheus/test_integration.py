@@ -7,9 +7,12 @@ Run: OMP_NUM_THREADS=1 .venv/bin/python -m pytest tests/prometheus/test_integrat
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -24,6 +27,7 @@ import yaml
 
 from tiny_training import SHRINK
 from unitvox.config import load
+from unitvox.errors import Interrupted
 from unitvox.prometheus import run_label
 from unitvox.stages import run_stage
 from unitvox.store import LocalStore
@@ -115,20 +119,57 @@ def _eventually(query, expression: str, count: int) -> list[dict]:
         time.sleep(0.5)
 
 
+# Training runs until Prometheus has scraped every series the test reads, then stops through the
+# real SIGTERM path (a checkpoint, then Interrupted); a step cap bounds it if scraping never happens.
+MAX_STEPS = 2000
+SCRAPED = {
+    "mel": 'unitvox_train_loss{term="mel"}',
+    "networks": "unitvox_train_grad_norm",
+    "health": 'unitvox_train_health_signal{signal="non_finite"}',
+    "info": "unitvox_run_info",
+}
+
+
+def _stop_once_scraped(query, done: threading.Event) -> threading.Thread:
+    """A thread that sends this process SIGTERM once the trainer's gauges have all been scraped live."""
+
+    def watch() -> None:
+        deadline = time.monotonic() + STARTUP_SECONDS + QUERY_SECONDS * 4
+        while not done.wait(0.5) and time.monotonic() < deadline:
+            try:
+                found = {name: query(expression) for name, expression in SCRAPED.items()}
+            except (urllib.error.URLError, ConnectionError):
+                continue
+            networks = {series["metric"].get("network") for series in found["networks"]}
+            if all(found.values()) and networks >= {"generator", "mpd", "mrd"}:
+                os.kill(os.getpid(), signal.SIGTERM)  # the trainer's handler sets its stop flag
+                return
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
 @needs("prometheus")
 def test_prometheus_scrapes_the_training_gauges_with_run_stage_and_variant(prometheus, tokenized_run, tmp_path):
     port, query = prometheus
     shutil.copytree(tokenized_run, tmp_path / "run")
     store = LocalStore(str(tmp_path / "run"))
-    # Long enough for several one-second scrapes while the trainer serves /metrics.
     config = load("jobs/demo.yaml", [*SHRINK, f"metrics.port={port}", "metrics.address=127.0.0.1",
-                                     "metrics.variant=no_gan", "train.max_steps=20",
+                                     "metrics.variant=no_gan", f"train.max_steps={MAX_STEPS}",
                                      "train.generator_warmup_steps=4", "train.health.every_steps=5"])
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    done = threading.Event()
+    previous = signal.getsignal(signal.SIGTERM)
+    watcher = _stop_once_scraped(query, done)
     try:
-        assert run_stage(config, store, "train").status == "ran"
+        with pytest.raises(Interrupted):
+            run_stage(config, store, "train")
     finally:
+        done.set()
+        watcher.join(timeout=10)
+        signal.signal(signal.SIGTERM, previous)
         torch.set_num_threads(threads)
     labels = {"run": run_label(store.uri), "stage": "train", "variant": "no_gan", "job": SCRAPE_JOB}
     # The endpoint closed with the stage; *_over_time still sees the scraped samples.
@@ -140,7 +181,7 @@ def test_prometheus_scrapes_the_training_gauges_with_run_stage_and_variant(prome
     assert [float(series["value"][1]) for series in health] == [0.0]
     assert query("last_over_time(unitvox_train_health_status[10m])")[0]["metric"]["run"] == labels["run"]
     progress = query('max_over_time(unitvox_stage_items_done{stage="train"}[10m])')
-    assert 1 <= float(progress[0]["value"][1]) <= 20
+    assert 1 <= float(progress[0]["value"][1]) < MAX_STEPS
     info = query("last_over_time(unitvox_run_info[10m])")
     assert info and info[0]["metric"]["version"] and len(info[0]["metric"]["config_hash"]) == 12
 
