@@ -63,6 +63,7 @@ def test_overrides_parse_yaml_values(tmp_path):
         ("cluster.termination_grace_seconds=5", r"cluster\.termination_grace_seconds: must be at least 30"),
         ("train.units=runs", r"train\.units: unknown 'runs'; choose one of"),
         ("train.duration_predictor.kernel_size=4", r"train\.duration_predictor\.kernel_size: must be odd"),
+        ("train.duration_predictor.lr=0", r"train\.duration_predictor\.lr: must be in \(0, 1\), got 0"),
         ("train.lambdas.duration=-1", r"train\.lambdas\.duration: must not be negative"),
     ],
 )

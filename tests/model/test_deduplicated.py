@@ -15,10 +15,7 @@ from unitvox.store import LocalStore
 from unitvox.vocoder import checkpoint as ckpt
 
 DEDUPLICATED = ["train.units=deduplicated", "train.max_steps=200", "train.generator_warmup_steps=200",
-                "train.validate_every=100", "train.checkpoint_every=100", "train.validation_items=3",
-                # The predictor steps with the generator's optimizer: at the demo's vocos rate (5e-4) 200 steps
-                # leave it barely trained; this test is about timing, so it trains at hifigan's demo rate.
-                "train.lr_generator=0.002"]
+                "train.validate_every=100", "train.checkpoint_every=100", "train.validation_items=3"]
 # The evaluation's cheap listeners only: this test is about the duration figures.
 EVALUATE = ["evaluate.speaker_embedder=mfcc_stats", "evaluate.asr.engine=none", "evaluate.dnsmos=false",
             "evaluate.distortions=false", "evaluate.shards=1", "evaluate.gates.cer_max=null",
@@ -64,6 +61,10 @@ def test_the_duration_loss_and_error_are_in_the_training_log(deduplicated_run):
     assert validations and all("validation/duration_mae_frames" in row for row in validations)
     assert all(row["validation/duration_mae_frames"] >= 0 for row in validations)
     assert all("grad_norm/duration_predictor" in row for row in log if "loss/duration" in row)
+    # Its own learning rate, decayed with the generator's.
+    rates = [(row["lr/generator"], row["lr/duration_predictor"]) for row in log if "loss/duration" in row]
+    generator_lr, predictor_lr = _config().train.lr_generator, _config().train.duration_predictor.lr
+    assert rates[0][1] == pytest.approx(predictor_lr * rates[0][0] / generator_lr)
 
 
 def test_evaluation_reports_the_predicted_durations(deduplicated_run):

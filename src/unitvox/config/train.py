@@ -295,6 +295,8 @@ class DurationPredictorConfig:
 
     As fairseq's unit HiFi-GAN (`--dur-prediction`): an embedding of the run units, `layers` convolutions
     of `kernel_size` over them (ReLU, layer norm, dropout), a linear projection; trained by MSE.
+    It has its own learning rate: a small regressor that learns from whole runs wants a larger step
+    than a GAN generator (fairseq shares the generator's, which leaves it barely trained in a short run).
     """
 
     embedding_dim: int = 128
@@ -302,6 +304,7 @@ class DurationPredictorConfig:
     kernel_size: int = 3
     layers: int = 2
     dropout: float = 0.5
+    lr: float = 0.002
 
     def check(self, key: str) -> None:
         for name in ("embedding_dim", "channels", "layers"):
@@ -309,6 +312,7 @@ class DurationPredictorConfig:
         _require(self.kernel_size >= 1 and self.kernel_size % 2 == 1, f"{key}.kernel_size",
                  f"must be odd so the predictor keeps the length, got {self.kernel_size}")
         _require(0 <= self.dropout < 1, f"{key}.dropout", f"must be in [0, 1), got {self.dropout}")
+        _require(0 < self.lr < 1, f"{key}.lr", f"must be in (0, 1), got {self.lr}")
 
 
 @dataclass

@@ -217,7 +217,10 @@ class Trainer:
         state.optimizer_generator.step()
         state.scheduler_generator.step()
         row.update(metrics_g)
-        row["lr/generator"] = state.scheduler_generator.get_last_lr()[0]
+        rates = state.scheduler_generator.get_last_lr()
+        row["lr/generator"] = rates[0]
+        if duration is not None:  # the predictor's own parameter group
+            row["lr/duration_predictor"] = rates[1]
         if logged:
             row.update(norms.spectral_figures(self.mel(real.float()), self.mel(fake.detach().float())))
             if similarity is not None:

@@ -91,7 +91,8 @@ def build_state(config: TrainConfig, num_units: int, device: torch.device,
 
     `initial_generator` (weights of a plain generator of the same architecture) is loaded before
     LoRA adapters are added, which is how a trained vocoder is adapted to a new speaker. A
-    deduplicated vocoder's duration predictor always trains (LoRA or not), with the generator's optimizer.
+    deduplicated vocoder's duration predictor always trains (LoRA or not): a parameter group of the
+    generator's optimizer at its own `duration_predictor.lr`, decayed by the same schedule.
     """
     torch.manual_seed(config.seed)
     speaker_encoder = build_speaker_encoder(config.speaker) if config.speaker.enabled else None
@@ -109,12 +110,13 @@ def build_state(config: TrainConfig, num_units: int, device: torch.device,
         speaker_encoder.to(device)
         if not config.speaker.freeze_encoder:
             trainable += [p for p in speaker_encoder.parameters() if p.requires_grad]
+    groups = [{"params": trainable}]
     duration_predictor = None
     if config.units == "deduplicated":
         duration_predictor = build_duration_predictor(config.duration_predictor, num_units).to(device)
-        trainable += list(duration_predictor.parameters())
+        groups.append({"params": list(duration_predictor.parameters()), "lr": config.duration_predictor.lr})
     betas = tuple(config.betas)
-    optimizer_generator = torch.optim.AdamW(trainable, lr=config.lr_generator, betas=betas)
+    optimizer_generator = torch.optim.AdamW(groups, lr=config.lr_generator, betas=betas)
     optimizer_discriminator = torch.optim.AdamW(discriminators.parameters(), lr=config.lr_discriminator, betas=betas)
     return TrainState(
         generator=generator,
