@@ -1,4 +1,4 @@
-"""Vocoder speed: the generator's real-time factor and training steps per second, per generator preset.
+"""Vocoder speed: the generator's real-time factor and training samples per second, per generator preset.
 
 Run: .venv/bin/python bench/vocoder.py
      .venv/bin/python bench/vocoder.py --presets tiny v1 --steps 5 --threads 2 --device cpu
@@ -14,9 +14,10 @@ For each preset it prints parameter counts, then:
   phase, mel loss alone) and full GAN steps (a discriminator update, then a generator update with
   the adversarial and feature-matching terms, and the contrastive speaker term where the config has
   speaker conditioning), on random units, audio and references of the configured batch size and
-  segment length.
-The setups: `tiny` trains with jobs/demo.yaml's `train:` section, `v1` with jobs/base.yaml's (the
-default discriminators) and `train.generator.size=v1`; `vocos-tiny` and `vocos-base` are the same two
+  segment length; and GAN-step training samples per second (batch / seconds per step), with its
+  ratio to the `v1` preset's, as the real-time factors have theirs.
+The setups: `tiny` trains with jobs/demo.yaml's `train:` section and the hifigan `tiny` generator
+(the demo's own is vocos), `v1` with jobs/base.yaml's (the default discriminators) and hifigan `v1`; `vocos-tiny` and `vocos-base` are the same two
 setups with `train.generator.type=vocos` (and `size=base`), the iSTFT-head generator. On a GPU (`--device cuda`) the trainer's own
 autocast (precision=auto: bf16) applies to both figures.
 """
@@ -49,10 +50,11 @@ NUM_UNITS = 100
 RTF_SECONDS = 10.0
 # Each preset's training setup: a config and its overrides, and how many steps to time by default
 # (v1 at the base batch takes a minute or more per GAN step on a small CPU, so it gets two).
+# The type is always named: jobs/demo.yaml's own generator is a vocos one.
 SETUPS = {
-    "tiny": ("jobs/demo.yaml", [], 10),
-    "v1": ("jobs/base.yaml", ["train.generator.size=v1"], 2),
-    "vocos-tiny": ("jobs/demo.yaml", ["train.generator.type=vocos"], 10),
+    "tiny": ("jobs/demo.yaml", ["train.generator.type=hifigan", "train.generator.size=tiny"], 10),
+    "v1": ("jobs/base.yaml", ["train.generator.type=hifigan", "train.generator.size=v1"], 2),
+    "vocos-tiny": ("jobs/demo.yaml", ["train.generator.type=vocos", "train.generator.size=tiny"], 10),
     "vocos-base": ("jobs/base.yaml", ["train.generator.type=vocos", "train.generator.size=base"], 2),
 }
 REFERENCE = "v1"  # every real-time factor is also given as a multiple of this preset's
@@ -304,21 +306,29 @@ def _millions(count: int) -> str:
     return f"{count / 1e6:.2f}M"
 
 
+def samples_per_second(result: Result) -> float:
+    """Training items (segments of `segment_seconds`) per second through full GAN steps."""
+    return result.batch_size / result.gan_seconds
+
+
 def table_lines(results: list[Result]) -> list[str]:
     reference = next((r for r in results if r.preset == REFERENCE), None)
     header = (f"{'preset':<10} {'G params':>8} {'speaker enc':>11} {'D params (mpd+mrd)':>22} {'RTF':>7} {'x-real':>7} "
               f"{'RTF folded':>10} {'x-real':>7} {f'x {REFERENCE}':>6}   {'batch':>11} {'steps':>5} "
-              f"{'G-only s/step':>13} {'G-only step/s':>13} {'GAN s/step':>10} {'GAN step/s':>10} {'D share':>7}")
+              f"{'G-only s/step':>13} {'G-only step/s':>13} {'GAN s/step':>10} {'GAN step/s':>10} {'D share':>7} "
+              f"{'GAN samples/s':>13} {f'x {REFERENCE}':>6}")
     lines = [header, "-" * len(header)]
     for r in results:
         discriminators = "+".join(_millions(count) for count in r.discriminator_parameters.values())
         encoder = "off" if r.speaker_encoder_parameters is None else _millions(r.speaker_encoder_parameters)
         ratio = f"{reference.rtf_folded / r.rtf_folded:>6.1f}" if reference else f"{'-':>6}"
-        steps = f"{'-':>13} {'-':>13} {'-':>10} {'-':>10} {'-':>7}"
+        steps = f"{'-':>13} {'-':>13} {'-':>10} {'-':>10} {'-':>7} {'-':>13} {'-':>6}"
         if r.gan_seconds is not None:
             share = (r.gan_seconds - r.generator_only_seconds) / r.gan_seconds
+            samples_ratio = (f"{samples_per_second(r) / samples_per_second(reference):>6.2f}"
+                             if reference and reference.gan_seconds is not None else f"{'-':>6}")
             steps = (f"{r.generator_only_seconds:>13.3f} {1 / r.generator_only_seconds:>13.3g} {r.gan_seconds:>10.3f} "
-                     f"{1 / r.gan_seconds:>10.3g} {share:>7.0%}")
+                     f"{1 / r.gan_seconds:>10.3g} {share:>7.0%} {samples_per_second(r):>13.3g} {samples_ratio}")
         lines.append(
             f"{r.preset:<10} {_millions(r.generator_parameters):>8} {encoder:>11} {discriminators:>22} "
             f"{r.rtf_weight_norm:>7.4f} {1 / r.rtf_weight_norm:>7.1f} {r.rtf_folded:>10.4f} {1 / r.rtf_folded:>7.1f}"
@@ -358,8 +368,10 @@ def main() -> int:
           f"x {REFERENCE}: folded x-real over {REFERENCE}'s, in this run")
     print(f"steps: Trainer.train_step on random data, mean of the timed steps after {arguments.warmup_steps} "
           "warm-up; G-only: generator warm-up phase (mel loss only); GAN: discriminator + generator update; "
-          "D share = (GAN - G-only) / GAN")
-    print("setups: tiny = jobs/demo.yaml train section; v1 = jobs/base.yaml train section + train.generator.size=v1; "
+          "D share = (GAN - G-only) / GAN; GAN samples/s = batch / GAN s/step (training items per second), "
+          f"x {REFERENCE}: over {REFERENCE}'s in this run (compare at the same --batch-size and --segment-seconds)")
+    print("setups: tiny = jobs/demo.yaml train section + hifigan size=tiny; v1 = jobs/base.yaml train section + "
+          "hifigan size=v1; "
           "vocos-tiny, vocos-base: the same with train.generator.type=vocos (vocos-base: size=base); "
           "speaker enc: the speaker encoder's parameters when the setup conditions on speakers (its "
           "contrastive loss is in both step kinds)")

@@ -51,6 +51,7 @@ def test_overrides_parse_yaml_values(tmp_path):
         ("prepare.extensions=wav", r"prepare\.extensions: expected a list"),
         ("prepare.split.silence_db=10", r"prepare\.split\.silence_db: must be below 0"),
         ("tokenize.features.extractor=wavlm_magic", r"tokenize\.features\.extractor: unknown extractor"),
+        ("tokenize.features.batch_seconds=-1", r"tokenize\.features\.batch_seconds: must not be negative .*got -1"),
         ("prepare.speaker_pattern=[a-z", r"prepare\.speaker_pattern: not a regular expression"),
         ("prepare.speaker_pattern=(\\w+)/", r"prepare\.speaker_pattern: needs a named group"),
         ("pipeline.stages=[prepare, train_everything]", r"pipeline\.stages\[1\]: unknown stage"),

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.e2e
 # speaker encoder is resemblyzer's pretrained one, frozen: a d-vector as speech-resynthesis conditions on,
 # where a learned encoder from scratch needs more steps to tell voices apart. Measured on librispeech-mini
 # (30 ordered speaker pairs): 300 steps at 5e-4 with the learned encoder, 12 pairs nearer the reference
-# than the source; this, 26 (`bench` note of issue 16).
+# than the source; this, 26 (docs/inference.md, bench/voice_conversion.py).
 CONVERSION = ["train.speaker.encoder=resemblyzer", "train.speaker.freeze_encoder=true", "train.max_steps=1000",
               "train.generator_warmup_steps=1000", "train.validate_every=1000", "train.checkpoint_every=1000",
               "train.segment_seconds=0.5", "train.batch_size=8", "train.lr_generator=0.002"]

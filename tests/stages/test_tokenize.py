@@ -16,6 +16,8 @@ from unitvox.stages.tokenize import assign, run_lengths
 from unitvox.store import LocalStore
 from unitvox.units.kmeans import Codebook
 
+from tiny_encoders import save_tiny_wav2vec2
+
 
 def _copy(prepared_run, tmp_path, name="run"):
     target = tmp_path / name
@@ -81,16 +83,8 @@ def test_chunked_mfcc_matches_one_pass():
 
 @pytest.fixture(scope="module")
 def tiny_wav2vec2(tmp_path_factory):
-    """A randomly initialised two-layer wav2vec2 saved like a hub model, loaded back with from_pretrained."""
-    transformers = pytest.importorskip("transformers")
-    folder = tmp_path_factory.mktemp("tiny-wav2vec2")
-    config = transformers.Wav2Vec2Config(
-        hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
-        conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
-    )
-    transformers.Wav2Vec2Model(config).save_pretrained(folder)
-    transformers.Wav2Vec2FeatureExtractor().save_pretrained(folder)
-    return folder
+    """A tiny wav2vec2 with the group-norm front end of wav2vec2-base (one chunk per forward)."""
+    return save_tiny_wav2vec2(tmp_path_factory.mktemp("tiny-wav2vec2"))
 
 
 def test_ssl_extractor_through_from_pretrained(prepared_run, tmp_path, tiny_wav2vec2):
@@ -180,7 +174,7 @@ def test_assign_reuses_the_sampled_features_with_identical_units(prepared_run, t
                 store.delete(key)
     with monkeypatch.context() as patched:
         # Every segment of the demo corpus is in the sample, so assign never needs the encoder.
-        patched.setattr(tokenize, "_extractor", lambda config: pytest.fail("assign built the extractor"))
+        patched.setattr(tokenize, "_extractor", lambda context: pytest.fail("assign built the extractor"))
         for index in range(2):
             run_stage(config, runs["reused"], "tokenize", phase="assign", shard=Shard(index, 2))
     for index in range(2):
@@ -189,3 +183,86 @@ def test_assign_reuses_the_sampled_features_with_identical_units(prepared_run, t
         run_stage(config, store, "tokenize", phase="merge")
         assert not [key for key in store.list(f"{TOKENIZE_SAMPLE}/") if key.endswith(".npy")], "merge drops the cache"
     assert runs["reused"].read_bytes(UNITS) == runs["extracted"].read_bytes(UNITS)
+
+
+@pytest.fixture(scope="module")
+def batchable_wav2vec2(tmp_path_factory):
+    """A tiny wav2vec2 with a per-frame layer-norm front end (as XLSR-53): its chunks share padded forwards."""
+    return save_tiny_wav2vec2(tmp_path_factory.mktemp("tiny-wav2vec2-layer"), front_end_norm="layer")
+
+
+def _ssl(model, *overrides):
+    """The ssl extractor with a sample of every segment, so assign re-extracts in the sample's groups."""
+    return _config("tokenize.features.extractor=ssl", f"tokenize.features.model={model}", "tokenize.features.layer=2",
+                   "tokenize.kmeans.sample_max_seconds=1000000", *overrides)
+
+
+def _phase_by_phase(config, store, shards, *, drop_cache=False):
+    """Every phase and shard in its own run_stage call (as separate processes run them: nothing reused)."""
+    from unitvox.layout import TOKENIZE_SAMPLE
+
+    for phase in ("sample", "fit", "assign", "merge"):
+        if phase == "assign" and drop_cache:
+            for key in [key for key in store.list(f"{TOKENIZE_SAMPLE}/") if key.endswith(".npy")]:
+                store.delete(key)
+        for shard in [Shard(i, shards) for i in range(shards)] if phase in ("sample", "assign") else [None]:
+            run_stage(config, store, "tokenize", phase=phase, shard=shard)
+
+
+def _counting(monkeypatch):
+    """Extractor builds and chunks per encoder forward, counted from here on; batching as on a GPU."""
+    from unitvox.units import features
+
+    monkeypatch.setattr(features, "_batching_pays", lambda device: True)
+    counts = {"built": 0, "forwards": []}
+    build, forward = features.build_extractor, features.SslExtractor.extract_batch
+
+    def counted_build(*arguments):
+        counts["built"] += 1
+        return build(*arguments)
+
+    def counted_forward(extractor, chunks):
+        counts["forwards"].append(len(chunks))
+        return forward(extractor, chunks)
+
+    monkeypatch.setattr(features, "build_extractor", counted_build)
+    monkeypatch.setattr(features.SslExtractor, "extract_batch", counted_forward)
+    return counts
+
+
+def test_sharded_ssl_units_are_the_same_with_and_without_reuse_and_cache(prepared_run, tmp_path, batchable_wav2vec2,
+                                                                        monkeypatch):
+    """One run_stage call reusing one encoder over 2 shards and every phase, batched, with the sample's
+    cache, writes the bytes that 3 shards in separate calls, re-extracting in assign, write."""
+    reused, separate = _copy(prepared_run, tmp_path, "reused"), _copy(prepared_run, tmp_path, "separate")
+    counts = _counting(monkeypatch)
+    run_stage(_ssl(batchable_wav2vec2, "tokenize.shards=2", "tokenize.features.batch_seconds=20"), reused, "tokenize")
+    assert counts["built"] == 1, "one encoder for both shards of sample and assign"
+    assert max(counts["forwards"]) > 1, "segments share forwards"
+    counts["built"] = 0
+    _phase_by_phase(_ssl(batchable_wav2vec2, "tokenize.shards=3", "tokenize.features.batch_seconds=20"), separate, 3,
+                    drop_cache=True)
+    assert counts["built"] == 3 + 3, "each sample shard and, with no cache, each assign shard built its own"
+    assert reused.read_bytes(UNITS) == separate.read_bytes(UNITS)
+    assert reused.read_bytes(f"{CODEBOOK}/centroids.npy") == separate.read_bytes(f"{CODEBOOK}/centroids.npy")
+
+
+def test_batched_ssl_units_match_one_segment_at_a_time(prepared_run, tmp_path, batchable_wav2vec2, monkeypatch):
+    """Batching changes features only within float tolerance: the same codebook to that tolerance, and
+    units that differ at most where a frame sits on a border between two centroids."""
+    batched, alone = _copy(prepared_run, tmp_path, "batched"), _copy(prepared_run, tmp_path, "alone")
+    counts = _counting(monkeypatch)
+    _phase_by_phase(_ssl(batchable_wav2vec2, "tokenize.shards=2", "tokenize.features.batch_seconds=20"), batched, 2)
+    assert max(counts["forwards"]) > 1
+    counts["forwards"].clear()
+    _phase_by_phase(_ssl(batchable_wav2vec2, "tokenize.shards=2", "tokenize.features.batch_seconds=0"), alone, 2,
+                    drop_cache=True)
+    assert set(counts["forwards"]) == {1}
+    one, other = Codebook.load(batched, CODEBOOK), Codebook.load(alone, CODEBOOK)
+    np.testing.assert_allclose(one.centroids, other.centroids, atol=1e-3)
+    rows = list(zip(batched.read_jsonl(UNITS), alone.read_jsonl(UNITS)))
+    assert [a["id"] for a, _ in rows] == [b["id"] for _, b in rows]
+    units = [(np.array(a["units"]), np.array(b["units"])) for a, b in rows]
+    assert all(len(a) == len(b) for a, b in units)
+    agreeing = sum(int((a == b).sum()) for a, b in units) / sum(len(a) for a, _ in units)
+    assert agreeing >= 0.999

@@ -97,9 +97,11 @@ class FeaturesConfig:
     normalize: bool = True
     chunk_seconds: float = 30.0
     overlap_seconds: float = 1.0
+    batch_seconds: float = 60.0
     device: str = "auto"
 
-    EXECUTION_KEYS = ("device",)
+    # batch_seconds, like device, changes the features only within float tolerance
+    EXECUTION_KEYS = ("device", "batch_seconds")
 
     def check(self, key: str) -> None:
         _require(
@@ -116,6 +118,8 @@ class FeaturesConfig:
             f"{key}.overlap_seconds",
             "must be in [0, chunk_seconds / 2)",
         )
+        _require(self.batch_seconds >= 0, f"{key}.batch_seconds",
+                 f"must not be negative (0: one chunk per forward), got {self.batch_seconds}")
         _require(self.device in ("auto", "cpu") or self.device.startswith("cuda"), f"{key}.device",
                  f"must be auto, cpu or cuda[:N], got {self.device!r}")
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import importlib
 import time
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 from unitvox import preflight
 from unitvox.config import Config, ConfigError, to_yaml
@@ -47,9 +48,16 @@ class Shard:
         return f"{self.index:05d}-of-{self.count:05d}"
 
 
+_Built = TypeVar("_Built")
+
+
 @dataclass
 class Context:
-    """What a phase function gets: the config, the run's store, the metrics sink and its shard."""
+    """What a phase function gets: the config, the run's store, the metrics sink and its shard.
+
+    `shared` outlives the phase: `run_stage` hands the same mapping to every phase and shard it runs
+    in this process, so what `reused` builds (a speech encoder) is built once, not once per shard.
+    """
 
     config: Config
     store: Store
@@ -57,6 +65,13 @@ class Context:
     shard: Shard = field(default_factory=Shard)
     force: bool = False
     started: float = field(default_factory=time.time)
+    shared: dict[Hashable, Any] = field(default_factory=dict)
+
+    def reused(self, key: Hashable, build: Callable[[], _Built]) -> _Built:
+        """`build()`, or what it returned for the same key earlier in this `run_stage` call."""
+        if key not in self.shared:
+            self.shared[key] = build()
+        return self.shared[key]
 
 
 @dataclass
@@ -119,6 +134,7 @@ def run_stage(
     all_phases = module.PHASES
     selected = _select_phases(all_phases, phase, stage, shard)
     summary: dict[str, Any] = {}
+    shared: dict[Hashable, Any] = {}  # what phases and shards of this call build once (Context.reused)
     for step in selected:
         if step.sharded:
             count = shard_count(config, stage)
@@ -127,7 +143,7 @@ def run_stage(
             shards = [Shard()]
         for one in shards:
             sink = metrics if metrics is not None else open_sink(config, run_label(store.uri), stage, shard=one.index)
-            context = Context(config, store, sink, one, force, started)
+            context = Context(config, store, sink, one, force, started, shared)
             try:
                 summary = _run_phase(module, step, context, last=step == all_phases[-1])
             except IncompleteError as waiting:

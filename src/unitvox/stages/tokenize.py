@@ -12,14 +12,18 @@ order and fingerprinted by its content, so the shard count, the order shards fin
 (direct, `pipeline`, Kubernetes) change nothing. With a costly extractor (ssl) the sample phase keeps
 each sampled segment's features, so assign reads them instead of running the encoder a second time;
 that cache is bounded by `kmeans.sample_max_seconds`, not by the corpus, and merge deletes it.
+Segments of similar length share encoder forwards (`features.batch_seconds`), and the extractor is
+built once per process: `unitvox tokenize` running every shard and phase itself loads the model once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import math
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -57,8 +61,38 @@ def _load_audio(store: Store, key: str) -> np.ndarray:
         return audio.read_mono(path)[0]
 
 
-def _extractor(config: Config) -> feats.FeatureExtractor:
-    return feats.build_extractor(config.tokenize.features, config.prepare.sample_rate)
+def _extractor(context: Context) -> feats.FeatureExtractor:
+    """The feature extractor, built once per `run_stage` call: its shards and phases share it."""
+    config = context.config
+    features, rate = config.tokenize.features, config.prepare.sample_rate
+    return context.reused(("tokenize.features", repr(features), rate), lambda: feats.build_extractor(features, rate))
+
+
+def _groups(rows: list[dict[str, Any]], config: Config) -> list[list[dict[str, Any]]]:
+    """Rows in the groups that share encoder forwards: shortest first, up to `batch_seconds` of audio each.
+
+    Shards take whole groups, and the groups depend on the rows and the config alone, so every
+    segment meets the same batch neighbours, and gets the same features, whatever the shard count.
+    """
+    budget = config.tokenize.features.batch_seconds
+    groups: list[list[dict[str, Any]]] = []
+    seconds = 0.0
+    for row in sorted(rows, key=lambda row: (row["duration"], row["id"])):
+        if groups and seconds + row["duration"] <= budget:
+            groups[-1].append(row)
+            seconds += row["duration"]
+        else:
+            groups.append([row])
+            seconds = row["duration"]
+    return groups
+
+
+def _extracted(store: Store, extractor: feats.FeatureExtractor, groups: list[list[dict[str, Any]]],
+               config: Config) -> Iterator[tuple[dict[str, Any], np.ndarray]]:
+    """(row, features) for every row of `groups`, a group at a time: memory holds one group's audio and features."""
+    for group in groups:
+        audio_of_group = [_load_audio(store, row["audio"]) for row in group]
+        yield from zip(group, feats.extract_many(extractor, audio_of_group, config.tokenize.features))
 
 
 def _stable_number(*parts: Any) -> int:
@@ -105,23 +139,26 @@ def sample(context: Context) -> dict[str, Any]:
     if store.exists(key) and not context.force:
         return {"sample": key, "resumed": True}
     segments = _segments(store)
-    extractor = _extractor(config)
+    extractor = _extractor(context)
     cache = getattr(extractor, "costly", False)
-    mine = context.shard.take(sample_plan(segments, config))
-    frames, positions = [], []
-    for position, quota in tqdm(mine, desc=f"sample {context.shard.name}", unit="seg", mininterval=2.0, disable=None):
-        segment = segments[position]
-        features = feats.extract(extractor, _load_audio(store, segment["audio"]), config.tokenize.features)
+    plan = dict(sample_plan(segments, config))  # manifest position -> frame quota
+    groups = context.shard.take(_groups([{**segments[p], "position": p} for p in plan], config))
+    picks: dict[int, np.ndarray] = {}
+    rows = tqdm(_extracted(store, extractor, groups, config), total=sum(map(len, groups)),
+                desc=f"sample {context.shard.name}", unit="seg", mininterval=2.0, disable=None)
+    for segment, features in rows:
         if cache:
             store.write_bytes(_cache_key(folder, segment["id"]), _npy(features))
         rng = np.random.default_rng([config.tokenize.kmeans.seed, _stable_number(segment["id"])])
-        picked = np.sort(rng.choice(len(features), size=min(quota, len(features)), replace=False))
-        frames.append(features[picked])
-        positions.append(np.full(len(picked), position, dtype=np.int64))
+        quota = min(plan[segment["position"]], len(features))
+        picks[segment["position"]] = features[np.sort(rng.choice(len(features), size=quota, replace=False))]
+    mine = sorted(picks)  # manifest order, whatever order the groups were extracted in
+    frames = [picks[position] for position in mine]
+    positions = [np.full(len(picks[position]), position, dtype=np.int64) for position in mine]
     buffer = io.BytesIO()
     np.savez(buffer, frames=np.concatenate(frames) if frames else np.zeros((0, extractor.dim), np.float32),
              positions=np.concatenate(positions) if positions else np.zeros(0, np.int64),
-             segments=np.array([position for position, _ in mine], dtype=np.int64))
+             segments=np.array(mine, dtype=np.int64))
     store.write_json(f"{folder}/{SAMPLE_FEATURES}", extractor.fingerprint())
     store.write_bytes(key, buffer.getvalue())
     return {"sample": key, "frames": int(sum(len(f) for f in frames))}
@@ -215,49 +252,59 @@ def assign(context: Context) -> dict[str, Any]:
     """Units for this shard's segments; each segment is written as soon as it is done, so a killed shard resumes.
 
     Segments the sample phase kept features of are read from its cache; the extractor (and with it
-    torch and the encoder) is only built for the first segment that needs it.
+    torch and the encoder) is only built when a segment is not there, and the rest go through it in
+    batches (`tokenize.features.batch_seconds`).
     """
     config, store = context.config, context.store
     codebook = Codebook.load(store, CODEBOOK)
     folder = _sample_folder(config, store)
-    extractor: feats.FeatureExtractor | None = None
     if store.exists(f"{folder}/{SAMPLE_FEATURES}"):
         check_compatible(codebook.fingerprint, store.read_json(f"{folder}/{SAMPLE_FEATURES}"))
         hop_seconds = codebook.fingerprint["hop_seconds"]
     else:
-        extractor = _extractor(config)
-        check_compatible(codebook.fingerprint, extractor.fingerprint())
+        extractor = _checked_extractor(context, codebook)
         hop_seconds = extractor.hop_samples / extractor.sample_rate
-    mine = context.shard.take(_segments(store))
+    segments = _segments(store)
     in_cache = set(store.list(f"{folder}/{FEATURE_CACHE}/"))  # one listing, not a request per segment
-    done = resumed = cached = 0
+    cached = context.shard.take([s for s in segments if _cache_key(folder, s["id"]) in in_cache])
+    groups = context.shard.take(_groups([s for s in segments if _cache_key(folder, s["id"]) not in in_cache], config))
     shard = str(context.shard.index)
+    mine = [*cached, *itertools.chain(*groups)]
+    done_before = set() if context.force else {
+        s["id"] for s in mine if _part_is_current(store, f"{PARTS}/{s['id']}.json", codebook.hash)
+    }
     context.metrics.gauge("stage_items_planned", len(mine), stage="tokenize", shard=shard)
-    context.metrics.gauge("stage_items_done", 0, stage="tokenize", shard=shard)
-    for segment in tqdm(mine, desc=f"assign {context.shard.name}", unit="seg", mininterval=2.0, disable=None):
-        key = f"{PARTS}/{segment['id']}.json"
-        if not context.force and _part_is_current(store, key, codebook.hash):
-            resumed += 1
-            context.metrics.gauge("stage_items_done", done + resumed, stage="tokenize", shard=shard)
+    context.metrics.gauge("stage_items_done", len(done_before), stage="tokenize", shard=shard)
+    cached = [s for s in cached if s["id"] not in done_before]
+    # A group with any segment left is extracted whole, so each segment keeps its batch neighbours.
+    groups = [group for group in groups if any(s["id"] not in done_before for s in group)]
+
+    def from_cache() -> Iterator[tuple[dict[str, Any], np.ndarray]]:
+        for segment in cached:
+            yield segment, np.load(io.BytesIO(store.read_bytes(_cache_key(folder, segment["id"]))), allow_pickle=False)
+
+    extracted = _extracted(store, _checked_extractor(context, codebook), groups, config) if groups else ()
+    done = 0
+    rows = tqdm(itertools.chain(from_cache(), extracted), total=len(cached) + sum(map(len, groups)),
+                desc=f"assign {context.shard.name}", unit="seg", mininterval=2.0, disable=None)
+    for segment, features in rows:
+        if segment["id"] in done_before:
             continue
-        cache_key = _cache_key(folder, segment["id"])
-        if cache_key in in_cache:
-            features = np.load(io.BytesIO(store.read_bytes(cache_key)), allow_pickle=False)
-            cached += 1
-        else:
-            if extractor is None:
-                extractor = _extractor(config)
-                check_compatible(codebook.fingerprint, extractor.fingerprint())
-            features = feats.extract(extractor, _load_audio(store, segment["audio"]), config.tokenize.features)
         units = codebook.assign(features)
-        store.write_json(key, {
+        store.write_json(f"{PARTS}/{segment['id']}.json", {
             "id": segment["id"], "speaker": segment["speaker"], "duration": segment["duration"],
             "hop_seconds": hop_seconds, "codebook": codebook.hash, "units": units.tolist(),
             **run_lengths(units, hop_seconds),
         })
         done += 1
-        context.metrics.gauge("stage_items_done", done + resumed, stage="tokenize", shard=shard)
-    return {"assigned": done, "resumed": resumed, "from_sample_cache": cached}
+        context.metrics.gauge("stage_items_done", len(done_before) + done, stage="tokenize", shard=shard)
+    return {"assigned": done, "resumed": len(done_before), "from_sample_cache": len(cached)}
+
+
+def _checked_extractor(context: Context, codebook: Codebook) -> feats.FeatureExtractor:
+    extractor = _extractor(context)
+    check_compatible(codebook.fingerprint, extractor.fingerprint())
+    return extractor
 
 
 def _part_is_current(store: Store, key: str, codebook_hash: str) -> bool:
