@@ -37,6 +37,10 @@ VARIANTS = {
     "vocos": ["tokenize.kmeans.k=100", *VOCOS],  # jobs/demo.yaml now
     "vocos-k200": ["tokenize.kmeans.k=200", *VOCOS],
     "vocos-logmel": ["tokenize.kmeans.k=100", "tokenize.features.extractor=logmel", *VOCOS],
+    # resemblyzer's pretrained d-vector, frozen, as the speaker encoder (bench/voice_conversion.py: it
+    # converts voices far better than the learned one at the same steps; here, its cost and quality)
+    "vocos-resemblyzer": ["tokenize.kmeans.k=100", *VOCOS, "train.speaker.encoder=resemblyzer",
+                          "train.speaker.freeze_encoder=true"],
 }
 FIGURES = ("cer_mean", "wer_mean", "dnsmos_overall_mean", "stoi_mean", "mcd_dtw_mean", "speaker_similarity_mean")
 
