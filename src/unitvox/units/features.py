@@ -186,10 +186,12 @@ class MfccExtractor:
     def extract(self, samples: np.ndarray) -> np.ndarray:
         import librosa
 
-        mfcc = librosa.feature.mfcc(
-            y=_pad_to_window(samples, self.window_samples), sr=self.sample_rate, n_mfcc=self.config.n_mfcc,
-            n_fft=self.window_samples, hop_length=self.hop_samples, n_mels=min(40, self.config.n_mels), center=False,
-        )
+        with _one_blas_thread():
+            mfcc = librosa.feature.mfcc(
+                y=_pad_to_window(samples, self.window_samples), sr=self.sample_rate, n_mfcc=self.config.n_mfcc,
+                n_fft=self.window_samples, hop_length=self.hop_samples, n_mels=min(40, self.config.n_mels),
+                center=False,
+            )
         # librosa's delta needs an odd width no wider than the frames at hand
         width = min(9, mfcc.shape[1] - (1 - mfcc.shape[1] % 2)) if mfcc.shape[1] >= 3 else 0
         deltas = [librosa.feature.delta(mfcc, order=o, width=width) if width >= 3 else np.zeros_like(mfcc)
@@ -214,14 +216,29 @@ class LogMelExtractor:
     def extract(self, samples: np.ndarray) -> np.ndarray:
         import librosa
 
-        mel = librosa.feature.melspectrogram(
-            y=_pad_to_window(samples, self.window_samples), sr=self.sample_rate, n_fft=self.window_samples,
-            hop_length=self.hop_samples, n_mels=self.config.n_mels, center=False,
-        )
+        with _one_blas_thread():
+            mel = librosa.feature.melspectrogram(
+                y=_pad_to_window(samples, self.window_samples), sr=self.sample_rate, n_fft=self.window_samples,
+                hop_length=self.hop_samples, n_mels=self.config.n_mels, center=False,
+            )
         return np.log(mel + 1e-6).T.astype(np.float32)
 
     def fingerprint(self) -> dict[str, Any]:
         return self.frames.fingerprint("logmel", self.dim, n_mels=self.config.n_mels)
+
+
+_THREADPOOLS = []  # one threadpoolctl controller, made on first use
+
+
+def _one_blas_thread():
+    """BLAS on one thread for a model-free extractor's filterbank product: a matrix product split across
+    threads rounds differently, and a pipeline shard runs with its share of the cores while a direct run
+    has them all, so this keeps the features (and the units) the same bits under any runner."""
+    if not _THREADPOOLS:
+        from threadpoolctl import ThreadpoolController
+
+        _THREADPOOLS.append(ThreadpoolController())
+    return _THREADPOOLS[0].limit(limits=1, user_api="blas")
 
 
 def _pad_to_window(samples: np.ndarray, window: int) -> np.ndarray:

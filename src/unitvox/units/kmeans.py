@@ -76,8 +76,9 @@ def centroids_hash(centroids: np.ndarray) -> str:
 
 
 def fit(frames: np.ndarray, config: KMeansConfig, features: dict[str, Any]) -> Codebook:
-    """MiniBatchKMeans over a sample of frames (N, dim); reproducible for a given sample and seed."""
+    """MiniBatchKMeans over a sample of frames (N, dim); the same for a given sample and seed on any machine."""
     from sklearn.cluster import MiniBatchKMeans
+    from threadpoolctl import threadpool_limits
 
     if len(frames) < config.k:
         raise ValueError(
@@ -88,7 +89,10 @@ def fit(frames: np.ndarray, config: KMeansConfig, features: dict[str, Any]) -> C
         n_clusters=config.k, batch_size=config.batch_size, max_iter=config.max_iter, n_init=config.n_init,
         random_state=config.seed, compute_labels=False,
     )
-    model.fit(frames.astype(np.float32, copy=False))
+    # One thread: BLAS and OpenMP reductions split by thread count round differently, and the codebook
+    # must be a function of the sample and the config alone, not of the CPUs of the machine that fitted it.
+    with threadpool_limits(limits=1):
+        model.fit(frames.astype(np.float32, copy=False))
     centroids = model.cluster_centers_.astype(np.float32)
     fingerprint = {
         **features, "k": config.k, "seed": config.seed, "sample_frames": int(len(frames)),
