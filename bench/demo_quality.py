@@ -28,19 +28,21 @@ CONFIG = ROOT / "jobs" / "demo.yaml"
 SCALES = "train.lambdas.mel_spectrogram.scales=[[64,8],[128,16],[256,32],[512,64],[2048,128]]"
 VOCOS = ["train.generator.type=vocos", "train.generator.size=tiny", "train.lr_generator=0.0005", SCALES,
          "train.generator_warmup_steps=2500", "train.max_steps=2700"]
+# resemblyzer's pretrained d-vector, frozen: the demo's speaker encoder since issue 16
+RESEMBLYZER = ["train.speaker.encoder=resemblyzer", "train.speaker.freeze_encoder=true"]
 VARIANTS = {
     # jobs/demo.yaml before issue 14: hifigan tiny, one mel scale, k=50
     "hifigan": ["tokenize.kmeans.k=50", "train.generator.type=hifigan", "train.generator.size=tiny",
                 "train.lr_generator=0.002", "train.lambdas.mel_spectrogram.scales=[]",
                 "train.generator_warmup_steps=1500", "train.max_steps=1700"],
     "vocos-k50": ["tokenize.kmeans.k=50", *VOCOS],
-    "vocos": ["tokenize.kmeans.k=100", *VOCOS],  # jobs/demo.yaml now
+    "vocos": ["tokenize.kmeans.k=100", *VOCOS],  # jobs/demo.yaml before issue 16 (a learned speaker encoder)
     "vocos-k200": ["tokenize.kmeans.k=200", *VOCOS],
-    "vocos-logmel": ["tokenize.kmeans.k=100", "tokenize.features.extractor=logmel", *VOCOS],
+    # the demo's content and vocoder with log-mel features in place of MFCCs
+    "vocos-logmel": ["tokenize.kmeans.k=100", "tokenize.features.extractor=logmel", *VOCOS, *RESEMBLYZER],
     # resemblyzer's pretrained d-vector, frozen, as the speaker encoder (bench/voice_conversion.py: it
     # converts voices far better than the learned one at the same steps; here, its cost and quality)
-    "vocos-resemblyzer": ["tokenize.kmeans.k=100", *VOCOS, "train.speaker.encoder=resemblyzer",
-                          "train.speaker.freeze_encoder=true"],
+    "vocos-resemblyzer": ["tokenize.kmeans.k=100", *VOCOS, *RESEMBLYZER],  # jobs/demo.yaml now
 }
 FIGURES = ("cer_mean", "wer_mean", "dnsmos_overall_mean", "stoi_mean", "mcd_dtw_mean", "speaker_similarity_mean")
 

@@ -69,11 +69,14 @@ def test_generator_forced_to_a_constant_output_is_mode_collapse(make_trainer):
     trainer.run()
     assert _latest_report(trainer)["status"] == "healthy"
     pattern = 0.1 * torch.randn(1, 1, 1, generator=torch.Generator().manual_seed(0))
+    weight = next(trainer.state.generator.parameters())
 
     def constant(units, speaker=None):
-        # The same waveform whatever the units or the speaker: one mode for every input.
+        # The same waveform whatever the units or the speaker: one mode for every input. It stays in
+        # the graph of the generator's weights (times 1 + 0 * w), as a collapsed generator's output does.
         length = units.shape[1] * trainer.settings.generator.hop_samples
-        return (pattern * torch.sin(torch.arange(length) * 0.05)).expand(units.shape[0], 1, length).clone()
+        wave = (pattern * torch.sin(torch.arange(length) * 0.05)).expand(units.shape[0], 1, length)
+        return wave * (1 + 0 * weight.sum())
 
     trainer.state.generator.forward = constant
     trainer.settings.max_steps = 36

@@ -59,3 +59,48 @@ def test_container_runs_the_enabled_discriminators_on_real_and_fake(mpd, mrd, na
 def test_both_switched_off_is_a_config_error():
     with pytest.raises(ConfigError, match="mpd_enabled"):
         Discriminators(DiscriminatorConfig(mpd_enabled=False, mrd_enabled=False))
+
+
+def _flatten(outputs):
+    return [tensor for name in sorted(outputs) for part in (outputs[name].real_logits, outputs[name].fake_logits)
+            for tensor in part] + [
+        tensor for name in sorted(outputs) for part in (outputs[name].real_features, outputs[name].fake_features)
+        for maps in part for tensor in maps]
+
+
+def _generator_objective(outputs):
+    """An adversarial and a feature-matching term, as the generator's loss has."""
+    total = 0
+    for output in outputs.values():
+        total = total + sum(((1 - logits) ** 2).mean() for logits in output.fake_logits)
+        total = total + sum((real.detach() - fake).abs().mean() for real_maps, fake_maps in
+                            zip(output.real_features, output.fake_features) for real, fake in zip(real_maps, fake_maps))
+    return total
+
+
+def test_judging_generated_audio_gives_the_same_outputs_and_gradient_without_weight_gradients():
+    torch.manual_seed(0)
+    discriminators = Discriminators(DiscriminatorConfig(periods=[2, 3], resolutions=RESOLUTIONS, channels=2))
+    real = torch.randn(2, 1, LENGTH)
+    fake = torch.randn(2, 1, LENGTH, requires_grad=True)
+
+    reference = discriminators(real, fake)
+    _generator_objective(reference).backward()
+    expected_gradient = fake.grad.clone()
+    fake.grad = None
+    discriminators.zero_grad(set_to_none=True)
+
+    judged = discriminators.judge_generated(real, fake)
+    for mine, theirs in zip(_flatten(judged), _flatten(reference), strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6)
+    assert all(not tensor.requires_grad for name in judged for maps in judged[name].real_features for tensor in maps)
+    _generator_objective(judged).backward()
+    torch.testing.assert_close(fake.grad, expected_gradient, rtol=1e-4, atol=1e-7)
+    # The weights took no gradient and are trainable again for the discriminator's own step.
+    assert all(parameter.grad is None and parameter.requires_grad for parameter in discriminators.parameters())
+
+
+def test_judging_audio_of_different_shapes_is_refused():
+    discriminators = Discriminators(DiscriminatorConfig(periods=[2], resolutions=RESOLUTIONS, channels=2))
+    with pytest.raises(ValueError, match="differ in shape"):
+        discriminators.judge_generated(torch.randn(1, 1, LENGTH), torch.randn(1, 1, LENGTH - 1))

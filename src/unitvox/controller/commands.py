@@ -116,7 +116,7 @@ def _logs_arguments(parser: argparse.ArgumentParser) -> None:
 def _load_target(args: argparse.Namespace, *, wait_for_inputs: bool):
     from unitvox.ablations.suite import check_suite, load_suite
     from unitvox.config import load
-    from unitvox.controller.render import Target
+    from unitvox.controller.target import Target
 
     config = load(args.config, args.overrides)
     suite = load_suite(args.suite).select(args.only) if args.suite else None

@@ -8,13 +8,11 @@ and labelled for Kueue, which integrates either.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from unitvox.controller import manifests as m
 from unitvox.controller.local import Step
-
-if TYPE_CHECKING:
-    from unitvox.controller.render import Target
+from unitvox.controller.target import Target
 
 TRAINER_API = "trainer.kubeflow.org/v1alpha1"
 TRAINER_NODE = "node"  # the replicated job (and its container) that trains, in every torch runtime

@@ -18,7 +18,7 @@ _EPSILON = 1e-6
 SPEAKER_ENCODER = "speaker_encoder"
 
 
-def _unwrap(module: nn.Module) -> nn.Module:
+def unwrap(module: nn.Module) -> nn.Module:
     """The model inside a DistributedDataParallel wrapper, or the module itself."""
     return getattr(module, "module", module)
 
@@ -26,9 +26,9 @@ def _unwrap(module: nn.Module) -> nn.Module:
 def networks(generator: nn.Module, discriminators: nn.Module,
              speaker_encoder: nn.Module | None = None) -> dict[str, nn.Module]:
     """The networks health reports on, by name: `generator`, each discriminator (`mpd`, `mrd`), `speaker_encoder`."""
-    found = {"generator": _unwrap(generator), **dict(_unwrap(discriminators).discriminators.items())}
+    found = {"generator": unwrap(generator), **dict(unwrap(discriminators).discriminators.items())}
     if speaker_encoder is not None:
-        found[SPEAKER_ENCODER] = _unwrap(speaker_encoder)
+        found[SPEAKER_ENCODER] = unwrap(speaker_encoder)
     return found
 
 

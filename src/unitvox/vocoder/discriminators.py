@@ -165,3 +165,29 @@ class Discriminators(nn.Module):
                 fake_features=[[item[batch:] for item in maps] for maps in features],
             )
         return outputs
+
+    def judge_generated(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, DiscriminatorOutputs]:
+        """The generator's step: what `forward(real, fake)` gives, with gradients to `fake` alone.
+
+        Real audio is judged without a graph (its feature maps are the feature-matching targets), and
+        generated audio with the discriminators' weights frozen, so the generator's backward computes
+        no weight gradients the discriminators would discard. On a CPU this halves the generator
+        step's discriminator cost (bench/vocoder.py). Call it on the bare module, not a DDP wrapper:
+        there is nothing to synchronise.
+        """
+        if real.shape != fake.shape:
+            raise ValueError(f"real {tuple(real.shape)} and fake {tuple(fake.shape)} audio differ in shape")
+        trainable = [parameter for parameter in self.parameters() if parameter.requires_grad]
+        for parameter in trainable:
+            parameter.requires_grad_(False)
+        try:
+            outputs = {}
+            for name, discriminator in self.discriminators.items():
+                with torch.no_grad():
+                    real_logits, real_features = discriminator(real)
+                fake_logits, fake_features = discriminator(fake)
+                outputs[name] = DiscriminatorOutputs(real_logits, fake_logits, real_features, fake_features)
+        finally:  # the graph is recorded: unfreezing now gives the weights no gradient from this pass
+            for parameter in trainable:
+                parameter.requires_grad_(True)
+        return outputs

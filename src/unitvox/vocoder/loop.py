@@ -32,6 +32,7 @@ from unitvox.prometheus.training import export_health, export_progress, export_r
 from unitvox.store import Store
 from unitvox.vocoder import checkpoint as ckpt
 from unitvox.vocoder.dataset import UnitAudioDataset
+from unitvox.vocoder.discriminators import DiscriminatorOutputs
 from unitvox.vocoder.duration import DURATION_PREDICTOR, collapse, duration_loss
 from unitvox.vocoder.losses import (MelSpectrogram, MultiScaleMel, discriminator_loss, generator_loss, generator_terms,
                                      mel_loss)
@@ -197,7 +198,7 @@ class Trainer:
             state.scheduler_discriminator.step()
             row.update(metrics_d)
         with self.autocast():
-            outputs = state.discriminators(real, fake) if adversarial else None
+            outputs = self.judge(real, fake) if adversarial else None
             extra, similarity = self._speaker_terms(fake, conditioning, batch["speaker"], logged)
             loss_g, metrics_g = generator_loss(real.float(), fake.float(), outputs, settings.lambdas, self.mel_objective, extra)
         duration = self._duration_term(batch)
@@ -237,10 +238,14 @@ class Trainer:
         with self.autocast():
             conditioning = self.embed(batch.get("reference"))
             fake = self.state.generator(batch["units"], conditioning) * mask
-            outputs = self.state.discriminators(real, fake) if self.settings.lambdas.adversarial > 0 else None
+            outputs = self.judge(real, fake) if self.settings.lambdas.adversarial > 0 else None
             extra, _ = self._speaker_terms(fake, conditioning, batch["speaker"], False)
             terms, _ = generator_terms(real.float(), fake.float(), outputs, self.mel_objective, extra)
         return terms
+
+    def judge(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, DiscriminatorOutputs]:
+        """The discriminators' outputs for the generator's loss, with gradients to the generated audio only."""
+        return norms.unwrap(self.state.discriminators).judge_generated(real, fake)
 
     def _duration_term(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """The duration predictor's log-duration MSE on the batch's runs, or None for a frame-unit vocoder."""

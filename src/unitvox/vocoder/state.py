@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from unitvox.config import TrainConfig
+from unitvox.health.norms import unwrap
 from unitvox.vocoder.discriminators import Discriminators
 from unitvox.vocoder.duration import build_duration_predictor
 from unitvox.vocoder.generator import make_generator
@@ -50,7 +51,7 @@ class TrainState:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            **{name: _unwrap(module).state_dict() for name, module in self.modules().items()},
+            **{name: unwrap(module).state_dict() for name, module in self.modules().items()},
             "optimizer_generator": self.optimizer_generator.state_dict(),
             "optimizer_discriminator": self.optimizer_discriminator.state_dict(),
             "scheduler_generator": self.scheduler_generator.state_dict(),
@@ -66,7 +67,7 @@ class TrainState:
 
     def load_state_dict(self, payload: dict[str, Any]) -> None:
         for name, module in self.modules().items():
-            _unwrap(module).load_state_dict(payload[name])
+            unwrap(module).load_state_dict(payload[name])
         self.optimizer_generator.load_state_dict(payload["optimizer_generator"])
         self.optimizer_discriminator.load_state_dict(payload["optimizer_discriminator"])
         self.scheduler_generator.load_state_dict(payload["scheduler_generator"])
@@ -78,11 +79,6 @@ class TrainState:
         torch.set_rng_state(payload["rng"]["torch"])
         if payload["rng"]["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(payload["rng"]["cuda"])
-
-
-def _unwrap(module: nn.Module) -> nn.Module:
-    """The model inside a DistributedDataParallel wrapper, or the module itself."""
-    return getattr(module, "module", module)
 
 
 def build_state(config: TrainConfig, num_units: int, device: torch.device,
