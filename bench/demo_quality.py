@@ -40,6 +40,7 @@ VARIANTS = {
     "vocos-k200": ["tokenize.kmeans.k=200", *VOCOS],
     # the demo's content and vocoder with log-mel features in place of MFCCs
     "vocos-logmel": ["tokenize.kmeans.k=100", "tokenize.features.extractor=logmel", *VOCOS, *RESEMBLYZER],
+    "vocos-logmel-k200": ["tokenize.kmeans.k=200", "tokenize.features.extractor=logmel", *VOCOS, *RESEMBLYZER],
     # resemblyzer's pretrained d-vector, frozen, as the speaker encoder (bench/voice_conversion.py: it
     # converts voices far better than the learned one at the same steps; here, its cost and quality)
     "vocos-resemblyzer": ["tokenize.kmeans.k=100", *VOCOS, *RESEMBLYZER],  # jobs/demo.yaml now

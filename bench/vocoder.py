@@ -9,7 +9,9 @@ For each preset it prints parameter counts, then:
   frames, batch 1) under torch.inference_mode, the median of `--runs` calls after one warm-up call;
   once as training leaves the generator (weight norm on, as `Trainer.generate` runs it) and once with
   weight norm folded into plain weights (`remove_weight_norm`, what an exported model would run);
-  with speaker conditioning on, the timed call also embeds a reference clip, as `Trainer.generate` does;
+  with speaker conditioning on, the generator runs on a speaker vector embedded beforehand, and the
+  encoder's time to embed one reference clip is its own figure (made once per reference, not per
+  second of audio);
 - training steps per second through `Trainer.train_step` itself: generator-only steps (the warm-up
   phase, mel loss alone) and full GAN steps (a discriminator update, then a generator update with
   the adversarial and feature-matching terms, and the contrastive speaker term where the config has
@@ -58,6 +60,7 @@ SETUPS = {
     "vocos-base": ("jobs/base.yaml", ["train.generator.type=vocos", "train.generator.size=base"], 2),
 }
 REFERENCE = "v1"  # every real-time factor is also given as a multiple of this preset's
+SMALL = "tiny"  # and of this one's (the demo's vocos tiny against hifigan tiny)
 
 
 @dataclass
@@ -70,6 +73,7 @@ class Result:
     discriminator_parameters: dict[str, int]
     rtf_weight_norm: float
     rtf_folded: float
+    embedding_seconds: float | None
     batch_size: int
     segment_seconds: float
     steps: int
@@ -87,7 +91,7 @@ def parse_arguments() -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--presets", nargs="+", default=list(SETUPS), choices=list(SETUPS),
-                        help="generator presets to time (default: all, {' '.join(SETUPS)})")
+                        help=f"generator presets to time (default: all, {' '.join(SETUPS)})")
     parser.add_argument("--rtf-only", action="store_true", help="time the generators only, no training steps")
     parser.add_argument("--steps", type=int,
                         help="timed training steps per phase (default: tiny 10, v1 2)")
@@ -189,10 +193,12 @@ def seconds_per_step(trainer: Trainer, batch: dict[str, torch.Tensor], adversari
     return (time.perf_counter() - started) / steps
 
 
-def real_time_factor(trainer: Trainer, generator: torch.nn.Module, runs: int) -> float:
-    """Median compute seconds per second of audio for one RTF_SECONDS utterance, after a warm-up call.
+def real_time_factor(trainer: Trainer, generator: torch.nn.Module, runs: int) -> tuple[float, float | None]:
+    """Median compute seconds per second of audio for one RTF_SECONDS utterance, after a warm-up call,
+    and the median seconds the speaker encoder takes to embed one reference clip (None without one).
 
-    With a speaker encoder the call embeds a random reference clip first, as `Trainer.generate` does.
+    The generator is timed alone, on a speaker vector embedded beforehand: an embedding is made once
+    per reference, however much audio is then generated in that voice, so it is a separate figure.
     """
     config, encoder = trainer.config, trainer.state.speaker_encoder
     sample_rate, hop = config.prepare.sample_rate, generator.hop_samples
@@ -204,19 +210,25 @@ def real_time_factor(trainer: Trainer, generator: torch.nn.Module, runs: int) ->
     for module in modules:
         module.eval()
 
-    def call() -> float:
-        synchronise(trainer.device)
-        started = time.perf_counter()
-        with torch.inference_mode(), trainer.autocast():
-            generator(units, encoder(reference) if encoder else None)
-        synchronise(trainer.device)
-        return time.perf_counter() - started
+    def timed(work: Callable[[], object]) -> float:
+        work()  # warm-up
+        return statistics.median(_seconds(trainer, work) for _ in range(runs))
 
-    call()
-    elapsed = statistics.median(call() for _ in range(runs))
+    with torch.inference_mode(), trainer.autocast():
+        speaker = encoder(reference) if encoder else None
+        embedding = timed(lambda: encoder(reference)) if encoder else None
+        elapsed = timed(lambda: generator(units, speaker))
     for module in modules:
         module.train()
-    return elapsed / (frames * hop / sample_rate)
+    return elapsed / (frames * hop / sample_rate), embedding
+
+
+def _seconds(trainer: Trainer, work: Callable[[], object]) -> float:
+    synchronise(trainer.device)
+    started = time.perf_counter()
+    work()
+    synchronise(trainer.device)
+    return time.perf_counter() - started
 
 
 def folded_copy(config: configuration.Config, generator: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -241,8 +253,8 @@ def bench_preset(preset: str, arguments: argparse.Namespace, device: torch.devic
     state, settings = trainer.state, config.train
     steps = arguments.steps or SETUPS[preset][2]
     say(f"{preset}: real-time factor ({arguments.runs} runs)")
-    rtf_weight_norm = real_time_factor(trainer, state.generator, arguments.runs)
-    rtf_folded = real_time_factor(trainer, folded_copy(config, state.generator, device), arguments.runs)
+    rtf_weight_norm, embedding_seconds = real_time_factor(trainer, state.generator, arguments.runs)
+    rtf_folded, _ = real_time_factor(trainer, folded_copy(config, state.generator, device), arguments.runs)
     generator_only = gan = None
     if not arguments.rtf_only:
         batch = random_batch(config, device)
@@ -256,7 +268,7 @@ def bench_preset(preset: str, arguments: argparse.Namespace, device: torch.devic
         speaker_encoder_parameters=parameters(state.speaker_encoder) if state.speaker_encoder else None,
         discriminator_parameters={name: parameters(module)
                                   for name, module in state.discriminators.discriminators.items()},
-        rtf_weight_norm=rtf_weight_norm, rtf_folded=rtf_folded,
+        rtf_weight_norm=rtf_weight_norm, rtf_folded=rtf_folded, embedding_seconds=embedding_seconds,
         batch_size=settings.batch_size, segment_seconds=settings.segment_seconds, steps=steps,
         generator_only_seconds=generator_only, gan_seconds=gan,
     )
@@ -313,15 +325,18 @@ def samples_per_second(result: Result) -> float:
 
 def table_lines(results: list[Result]) -> list[str]:
     reference = next((r for r in results if r.preset == REFERENCE), None)
-    header = (f"{'preset':<10} {'G params':>8} {'speaker enc':>11} {'D params (mpd+mrd)':>22} {'RTF':>7} {'x-real':>7} "
-              f"{'RTF folded':>10} {'x-real':>7} {f'x {REFERENCE}':>6}   {'batch':>11} {'steps':>5} "
+    small = next((r for r in results if r.preset == SMALL), None)
+    header = (f"{'preset':<10} {'G params':>8} {'speaker enc':>11} {'embed ms':>8} {'D params (mpd+mrd)':>22} {'RTF':>7} {'x-real':>7} "
+              f"{'RTF folded':>10} {'x-real':>7} {f'x {REFERENCE}':>6} {f'x {SMALL}':>6}   {'batch':>11} {'steps':>5} "
               f"{'G-only s/step':>13} {'G-only step/s':>13} {'GAN s/step':>10} {'GAN step/s':>10} {'D share':>7} "
               f"{'GAN samples/s':>13} {f'x {REFERENCE}':>6}")
     lines = [header, "-" * len(header)]
     for r in results:
         discriminators = "+".join(_millions(count) for count in r.discriminator_parameters.values())
         encoder = "off" if r.speaker_encoder_parameters is None else _millions(r.speaker_encoder_parameters)
-        ratio = f"{reference.rtf_folded / r.rtf_folded:>6.1f}" if reference else f"{'-':>6}"
+        embed = f"{'-':>8}" if r.embedding_seconds is None else f"{1000 * r.embedding_seconds:>8.1f}"
+        ratio = " ".join(f"{other.rtf_folded / r.rtf_folded:>6.1f}" if other else f"{'-':>6}"
+                         for other in (reference, small))
         steps = f"{'-':>13} {'-':>13} {'-':>10} {'-':>10} {'-':>7} {'-':>13} {'-':>6}"
         if r.gan_seconds is not None:
             share = (r.gan_seconds - r.generator_only_seconds) / r.gan_seconds
@@ -330,7 +345,7 @@ def table_lines(results: list[Result]) -> list[str]:
             steps = (f"{r.generator_only_seconds:>13.3f} {1 / r.generator_only_seconds:>13.3g} {r.gan_seconds:>10.3f} "
                      f"{1 / r.gan_seconds:>10.3g} {share:>7.0%} {samples_per_second(r):>13.3g} {samples_ratio}")
         lines.append(
-            f"{r.preset:<10} {_millions(r.generator_parameters):>8} {encoder:>11} {discriminators:>22} "
+            f"{r.preset:<10} {_millions(r.generator_parameters):>8} {encoder:>11} {embed} {discriminators:>22} "
             f"{r.rtf_weight_norm:>7.4f} {1 / r.rtf_weight_norm:>7.1f} {r.rtf_folded:>10.4f} {1 / r.rtf_folded:>7.1f}"
             f" {ratio}   {f'{r.batch_size} x {r.segment_seconds:g} s':>11} {r.steps:>5} {steps}"
         )
@@ -364,8 +379,8 @@ def main() -> int:
     print()
     print("\n".join(machine_lines(device, other_seconds, wall_seconds)))
     print(f"RTF: compute s per audio s, one {RTF_SECONDS:g} s utterance, batch 1, inference_mode, median of "
-          f"{arguments.runs} after a warm-up; folded: weight norm removed. x-real = 1 / RTF; "
-          f"x {REFERENCE}: folded x-real over {REFERENCE}'s, in this run")
+          f"{arguments.runs} after a warm-up, the generator alone; folded: weight norm removed. x-real = 1 / RTF; "
+          f"x {REFERENCE}, x {SMALL}: folded x-real over that preset's, in this run")
     print(f"steps: Trainer.train_step on random data, mean of the timed steps after {arguments.warmup_steps} "
           "warm-up; G-only: generator warm-up phase (mel loss only); GAN: discriminator + generator update; "
           "D share = (GAN - G-only) / GAN; GAN samples/s = batch / GAN s/step (training items per second), "
@@ -374,7 +389,8 @@ def main() -> int:
           "hifigan size=v1; "
           "vocos-tiny, vocos-base: the same with train.generator.type=vocos (vocos-base: size=base); "
           "speaker enc: the speaker encoder's parameters when the setup conditions on speakers (its "
-          "contrastive loss is in both step kinds)")
+          "contrastive loss is in both step kinds); embed ms: its median time to embed one reference clip, "
+          "made once per reference and so not in the RTF")
     print("\n".join(table_lines(results)))
     print(f"total {wall_seconds:.0f} s; reproduce: {reproduce_command(arguments)}")
     return 0

@@ -13,7 +13,7 @@ def test_shipped_configs_are_valid():
         config = load(f"{JOBS}/{name}")
         assert isinstance(config, Config)
     demo = load(f"{JOBS}/demo.yaml")
-    assert demo.tokenize.features.extractor == "mfcc"  # the overlay wins
+    assert demo.tokenize.features.extractor == "logmel"  # the overlay wins over the base's ssl
     assert demo.prepare.split.silence_db == -40.0  # the base still applies
 
 

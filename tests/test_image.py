@@ -280,14 +280,31 @@ def test_unitvox_starts_and_validates_the_shipped_config(pod, request):
     assert written.returncode != 0 and "Read-only file system" in written.stderr
 
 
-def test_prepare_and_tokenize_run_in_the_image_as_a_pod_runs_them(pod, request):
-    import json
-
+@pytest.fixture(scope="module")
+def tokenized(pod) -> dict[str, tuple[subprocess.CompletedProcess, float]]:
+    """prepare, then tokenize, run once in the pod as a pod runs them: each one's result and wall seconds."""
+    done = {}
     for stage in ("prepare", "tokenize"):
         started = time.monotonic()
-        done = pod.exec("unitvox", stage, *Pod.options())
+        done[stage] = (pod.exec("unitvox", stage, *Pod.options()), time.monotonic() - started)
+        if done[stage][0].returncode:
+            break
+    return done
+
+
+def _check_ran(tokenized) -> None:
+    for stage in ("prepare", "tokenize"):
+        assert stage in tokenized, f"{stage} did not run: the stage before it failed"
+        done, _ = tokenized[stage]
         assert done.returncode == 0, f"{stage} in the image:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
-        say(request, f"{stage} in the image: {time.monotonic() - started:.0f} s")
+
+
+def test_prepare_and_tokenize_run_in_the_image_as_a_pod_runs_them(pod, tokenized, request):
+    import json
+
+    _check_ran(tokenized)
+    for stage, (_, seconds) in tokenized.items():
+        say(request, f"{stage} in the image: {seconds:.0f} s")
         success = pod.run / stage / "_SUCCESS.json"
         assert success.is_file(), f"{stage} wrote no _SUCCESS.json"
         assert json.loads(success.read_text())["outputs"], f"{stage}'s _SUCCESS.json lists no outputs"
@@ -295,13 +312,12 @@ def test_prepare_and_tokenize_run_in_the_image_as_a_pod_runs_them(pod, request):
     assert written and all(path.stat().st_uid == 10001 for path in written), "the stages ran as uid 10001"
 
 
-def test_sigterm_to_training_in_the_image_checkpoints_and_exits_143(pod, request):
+def test_sigterm_to_training_in_the_image_checkpoints_and_exits_143(pod, tokenized, request):
     from unitvox.layout import LATEST_CHECKPOINT
     from unitvox.store import LocalStore
     from unitvox.vocoder import checkpoint
 
-    if not (pod.run / "tokenize" / "_SUCCESS.json").exists():
-        pytest.skip("needs the tokenized run of the test before")
+    _check_ran(tokenized)  # training reads the tokenized run
     (pod.run / Pod.GO).touch()  # PID 1's child now execs `unitvox train`
     latest = pod.run / LATEST_CHECKPOINT
     started = time.monotonic()

@@ -36,7 +36,7 @@ def test_units_line_up_with_the_manifest_and_the_codebook(prepared_run, tmp_path
     rows = list(store.read_jsonl(UNITS))
     assert [r["id"] for r in rows] == [m["id"] for m in manifest]
     codebook = Codebook.load(store, CODEBOOK)
-    assert codebook.centroids.shape == (20, 39)
+    assert codebook.centroids.shape == (20, codebook.fingerprint["dim"])  # the extractor's feature width
     assert {"extractor", "sample_rate", "hop_seconds", "k", "seed", "hash"} <= set(codebook.fingerprint)
     for row, segment in zip(rows, manifest):
         units = np.array(row["units"])
@@ -68,16 +68,19 @@ def test_run_lengths():
     assert run_lengths(np.array([], dtype=int), 0.02)["run_units"] == []
 
 
-def test_chunked_mfcc_matches_one_pass():
+@pytest.mark.parametrize("name", ["mfcc", "logmel"])
+def test_chunked_spectral_features_match_one_pass(name):
     from synth import speech_like
     from unitvox.units import features
 
-    config = _config().tokenize.features
+    chosen = f"tokenize.features.extractor={name}"
+    config = _config(chosen).tokenize.features
     samples = speech_like(7.3)
     extractor = features.build_extractor(config, 16000)
     whole = features.extract(extractor, samples, config)
-    chunked = features.extract(extractor, samples, _config("tokenize.features.chunk_seconds=2", "tokenize.features.overlap_seconds=0.5").tokenize.features)
-    assert whole.shape == chunked.shape == (len(samples) // 320, 39)
+    chunked = features.extract(extractor, samples, _config(
+        chosen, "tokenize.features.chunk_seconds=2", "tokenize.features.overlap_seconds=0.5").tokenize.features)
+    assert whole.shape == chunked.shape == (len(samples) // 320, extractor.dim)
     assert np.allclose(whole, chunked, atol=1e-3)
 
 
@@ -118,7 +121,7 @@ def test_codebook_from_other_features_is_refused(prepared_run, tmp_path):
     from unitvox.units.kmeans import CodebookMismatch
 
     store = _copy(prepared_run, tmp_path)
-    run_stage(_config(), store, "tokenize")
+    run_stage(_config("tokenize.features.extractor=mfcc"), store, "tokenize")
     with pytest.raises(CodebookMismatch, match="extractor: codebook 'mfcc', features 'logmel'"):
         assign(Context(_config("tokenize.features.extractor=logmel"), store))
 
