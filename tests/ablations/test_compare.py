@@ -41,8 +41,7 @@ def _plant(root, plan, name, validation, *, snr_db=None, config_hash=None, finis
     """A variant's area as training and evaluation leave it: log, _SUCCESS.json, metrics.json, health."""
     area = root.child(f"ablations/{name}")
     rows = [{"step": step, "loss/mel": 3.0 - step / 10, "loss/gen_total": 100.0} for step in range(1, 11)]
-    rows += [{"step": 5 * (i + 1), "validation/mel": value, "validation/improved": True}
-             for i, value in enumerate(validation)]
+    rows += _validation_rows(validation, 5)
     area.write_jsonl("train/training_log.jsonl", rows)
     if finished:
         area.write_json("train/_SUCCESS.json", {"config_hash": config_hash or plan.configs[name].stage_hash("train")})
@@ -155,11 +154,23 @@ def _gan_plan(warmup_steps=0):
     return plan_ablation(config, parse_suite(GAN_SUITE, "gan.yaml"))
 
 
-def _plant_evaluated(root, plan, name, validation, summary, every=5):
+def _validation_rows(validation, every, adversarial_from=None):
+    """Validation rows every `every` steps, flagged improved as the trainer flags them: a new lowest error,
+    counted afresh from the first validation after `adversarial_from` (None: a log from before that rule)."""
+    rows, best = [], float("inf")
+    for index, value in enumerate(validation):
+        step = every * (index + 1)
+        if adversarial_from is not None and step > adversarial_from and step - every <= adversarial_from:
+            best = float("inf")
+        rows.append({"step": step, "validation/mel": value, "validation/improved": value < best})
+        best = min(best, value)
+    return rows
+
+
+def _plant_evaluated(root, plan, name, validation, summary, every=5, adversarial_from=None):
     """A finished variant whose validation ran every `every` steps and whose evaluation has `summary`."""
     area = root.child(f"ablations/{name}")
-    rows = [{"step": every * (i + 1), "validation/mel": value, "validation/improved": True}
-            for i, value in enumerate(validation)]
+    rows = _validation_rows(validation, every, adversarial_from)
     area.write_jsonl("train/training_log.jsonl", rows)
     area.write_json("train/_SUCCESS.json", {"config_hash": plan.configs[name].stage_hash("train")})
     area.write_json("evaluate/metrics.json", {"summary": summary})
@@ -197,8 +208,21 @@ def test_a_suite_key_metric_still_wins(tmp_path):
     assert build_comparison(plan, root).settings.key_metric == "validation/mel_best"
 
 
+def test_best_checkpoints_from_the_adversarial_phase_can_be_judged(tmp_path):
+    """The same validation errors as below, logged by a trainer that keeps best.pt to the adversarial phase."""
+    plan, root = _gan_plan(100), LocalStore(str(tmp_path))
+    _plant_evaluated(root, plan, "baseline", [1.3, 1.115, 1.2, 1.3], {}, every=50, adversarial_from=100)
+    _plant_evaluated(root, plan, "no_gan", [1.3, 1.115, 1.2, 1.25], {}, every=45, adversarial_from=100)
+    comparison = build_comparison(plan, root)
+    records = {record.name: record for record in comparison.variants}
+    assert (records["baseline"].best_step, records["no_gan"].best_step) == (150, 135)
+    assert records["no_gan"].verdict != "unknown"
+    assert "generator-only warm-up" not in "\n".join(comparison.findings)
+
+
 def test_best_checkpoints_from_the_warm_up_cannot_see_the_gan(tmp_path):
-    """Issue 13: both variants' best validation mel 1.115 came before any adversarial step."""
+    """Issue 13: both variants' best validation mel 1.115 came before any adversarial step (logs written
+    before best.pt was kept to the adversarial phase)."""
     plan, root = _gan_plan(100), LocalStore(str(tmp_path))
     _plant_evaluated(root, plan, "baseline", [1.3, 1.115, 1.2, 1.3], {}, every=50)  # best at step 100
     _plant_evaluated(root, plan, "no_gan", [1.3, 1.115, 1.2, 1.25], {}, every=45)   # best at step 90

@@ -49,7 +49,12 @@ def test_normal_short_run_is_healthy_at_every_check(normal_run):
     assert sink.get("stage_items_done", shard="0") == 30 and sink.get("stage_items_planned", shard="0") == 30
     # Every figure a step logs reaches Prometheus as a catalogue metric (the sink refuses any other).
     log_only = {"step", "epoch", "time"}
-    assert all(series(key) is not None for row in trainer.state.log for key in row if key not in log_only)
+    steps = [row for row in trainer.state.log if "validation/mel" not in row]
+    assert all(series(key) is not None for row in steps for key in row if key not in log_only)
+    # The last step's validation (it is always validated) reaches Prometheus as its own gauge.
+    validations = [row for row in trainer.state.log if "validation/mel" in row]
+    assert validations[-1]["step"] == 30
+    assert sink.get("train_validation_mel_loss") == pytest.approx(validations[-1]["validation/mel"])
 
 
 def test_discriminator_learning_rate_far_too_high_is_dominance(make_trainer):

@@ -1,5 +1,6 @@
 """train: a smoke run of the shipped tiny config, SIGTERM and resume, DDP on CPU, mismatched checkpoints."""
 
+import json
 import os
 import re
 import shutil
@@ -51,7 +52,9 @@ def test_two_step_smoke_run_of_the_shipped_tiny_config(tokenized_run, tmp_path):
     assert len(payload["model"]["codebook"]["hash"]) == 64
     log = list(store.read_jsonl("train/training_log.jsonl"))
     assert log[0]["step"] == 1 and "loss/mel" in log[0] and "loss/disc" not in log[0]  # warm-up: generator only
-    assert "loss/disc" in log[-1] and "loss/adv_gen" in log[-1]
+    steps = [row for row in log if "loss/mel" in row]
+    assert "loss/disc" in steps[-1] and "loss/adv_gen" in steps[-1]
+    assert log[-1]["step"] == 2 and "validation/mel" in log[-1]  # the last step is validated
     assert all(torch.isfinite(torch.tensor(row["loss/gen_total"])) for row in log if "loss/gen_total" in row)
     assert run_stage(_config("train.max_steps=2", "train.generator_warmup_steps=1"), store, "train").status == "skipped"
 
@@ -136,6 +139,40 @@ def test_early_stopping_ends_training_when_validation_stops_improving(tokenized_
     validations = [row for row in store.read_jsonl("train/training_log.jsonl") if "validation/mel" in row]
     assert [row["validation/improved"] for row in validations] == [True, False, False]
     assert store.exists("train/checkpoints/best.pt")
+
+
+def test_best_checkpoint_comes_from_the_adversarial_phase_and_the_last_step_is_validated(tokenized_run, tmp_path):
+    from unitvox.layout import BEST_CHECKPOINT
+
+    store = _run(tokenized_run, tmp_path)
+    warmup, last = 4, 7
+    config = _config(f"train.max_steps={last}", "train.validate_every=2", f"train.generator_warmup_steps={warmup}",
+                     "train.early_stopping.min_delta=0", "train.checkpoint_every=1000")
+    run_stage(config, store, "train")
+    validations = [row for row in store.read_jsonl("train/training_log.jsonl") if "validation/mel" in row]
+    assert [row["step"] for row in validations] == [2, 4, 6, last]  # the last step too, though not on the cadence
+    first_adversarial = next(row for row in validations if row["step"] > warmup)
+    # A mel-only generator's lower mel error does not keep best.pt: the adversarial phase starts its own best.
+    assert first_adversarial["validation/improved"] is True
+    adversarial = [row for row in validations if row["step"] > warmup]
+    best = min(adversarial, key=lambda row: row["validation/mel"])
+    counters = ckpt.load(store, BEST_CHECKPOINT)["counters"]
+    assert counters["step"] == counters["best_step"] == best["step"]
+    assert counters["best_validation"] == pytest.approx(best["validation/mel"])
+
+
+def test_a_checkpoint_saved_before_best_step_was_recorded_takes_it_from_its_log(tokenized_run, tmp_path):
+    from unitvox.vocoder.build import build_trainer
+
+    store = _run(tokenized_run, tmp_path)
+    config = _config("train.max_steps=4", "train.validate_every=2")
+    run_stage(config, store, "train")
+    payload = ckpt.load(store, LATEST)
+    improved = [row["step"] for row in json.loads(payload["log"]) if row.get("validation/improved")]
+    del payload["counters"]["best_step"]
+    trainer = build_trainer(config, _run(tokenized_run, tmp_path, "fresh"))
+    trainer.state.load_state_dict(payload)
+    assert trainer.state.best_step == improved[-1]
 
 
 def test_lora_adaptation_starts_from_another_run_and_trains_adapters_only(tokenized_run, tmp_path):

@@ -204,7 +204,7 @@ def test_two_step_smoke_train_with_speaker_film_and_health_figures(vocos_run):
     payload = ckpt.load(vocos_run, LATEST_CHECKPOINT)
     assert payload["model"]["generator"]["type"] == "vocos"
     assert any(key.startswith("films.") for key in payload["generator"])  # the demo conditions on the speaker
-    log = list(vocos_run.read_jsonl("train/training_log.jsonl"))
+    log = [row for row in vocos_run.read_jsonl("train/training_log.jsonl") if "validation/mel" not in row]
     assert "loss/disc" not in log[0] and "loss/adv_gen" in log[-1]
     assert all(np.isfinite(row["loss/gen_total"]) for row in log)
     assert all(row["grad_norm/generator"] > 0 for row in log)  # what the health monitor judges

@@ -19,6 +19,7 @@ from unitvox.ablations.suite import (
     DECIBEL_METRICS, DEFAULT_KEY_METRICS, VALIDATION_MEL_BEST, ComparisonSettings, Variant,
 )
 from unitvox.evaluation.registry import EVALUATION_METRICS
+from unitvox.health.progress import last_improvement
 from unitvox.layout import (
     CONFIG, EVALUATE_METRICS, HEALTH_LATEST as HEALTH, TRAINING_LOG as LOG, ablation_variant, success,
 )
@@ -125,8 +126,13 @@ def training_metrics(rows: list[dict[str, Any]], final_log_rows: int) -> tuple[d
     return metrics, {name: points for name, points in curves.items() if name in CURVES}
 
 
-def best_step(validation: list[tuple[int, float]]) -> int | None:
-    """The step of the lowest validation mel error: where best.pt, which evaluate scores, was saved."""
+def best_step(rows: list[dict[str, Any]], validation: list[tuple[int, float]]) -> int | None:
+    """Where best.pt, which evaluate scores, was saved: the log's last improved validation (the lowest
+    validation mel error of the adversarial phase once there is one); for a log without the flags, the
+    lowest validation mel error."""
+    improved = last_improvement(rows)
+    if improved is not None:
+        return improved
     return min(validation, key=lambda point: point[1])[0] if validation else None
 
 
@@ -154,7 +160,7 @@ def collect(plan: Plan, root: Store, variant: Variant) -> VariantRecord:
     rows = list(own.read_jsonl(LOG))
     record.steps = max((int(row["step"]) for row in rows), default=0)
     record.metrics, record.curves = training_metrics(rows, plan.suite.compare.final_log_rows)
-    record.best_step = best_step(record.curves.get("validation/mel", []))
+    record.best_step = best_step(rows, record.curves.get("validation/mel", []))
     record.warmup_steps = plan.configs[variant.name].train.generator_warmup_steps
     if own.exists(EVALUATE_METRICS):
         record.metrics.update(evaluation_metrics(own.read_json(EVALUATE_METRICS)))

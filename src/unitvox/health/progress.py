@@ -22,6 +22,12 @@ STILL_IMPROVING, CONVERGED, TOO_FEW_CHECKS = "still_improving", "converged", "to
 HEADLINE_METRICS = ("wer", "cer", "dnsmos_overall", "stoi")
 
 
+def last_improvement(log: Sequence[Row]) -> int | None:
+    """The step of a training log's last improved validation (`validation/improved`), where best.pt was
+    saved; None when no row says so."""
+    return next((int(row["step"]) for row in reversed(log) if row.get("validation/improved")), None)
+
+
 @dataclass
 class Progress:
     """Where a run stood when it stopped: still improving, converged, or too few validation checks to say."""

@@ -302,7 +302,7 @@ class Trainer:
         if self._health_due(step):
             self._check_health()
         stop = False
-        if step % settings.validate_every == 0:
+        if step % settings.validate_every == 0 or step == settings.max_steps:  # the last step is a candidate
             stop = self._validate()
         if step % settings.sample_every == 0:
             self.distributed.when_main(self._write_samples)
@@ -400,15 +400,29 @@ class Trainer:
                 f"{self.store.url(evidence)}; report {self.store.url(HEALTH_LATEST)}). Fix the cause and rerun to resume, "
                 "or set train.health.stop_on_critical=false to train on regardless")
 
+    def adversarial_from(self) -> int:
+        """The last step of the generator-only warm-up: checkpoints after it have seen the discriminators.
+
+        0 for a run without an adversarial loss (every step is of the one kind).
+        """
+        return self.settings.generator_warmup_steps if self.settings.lambdas.adversarial > 0 else 0
+
     def _validate(self) -> bool:
         state, stopping = self.state, self.settings.early_stopping
         error = self.validation_mel_error()
+        begins = self.adversarial_from()
+        if state.step > begins >= state.best_step and math.isfinite(state.best_validation):
+            # The first validation of the adversarial phase. A mel-only generator has the lower mel error
+            # (the adversarial terms trade some of it for realism), so a best kept from the warm-up would
+            # leave best.pt, which evaluate, samples and export use, a vocoder that never saw a discriminator.
+            state.best_validation = math.inf
+            state.validations_without_improvement = 0
         improved = error < state.best_validation - stopping.min_delta
         state.log.append({"step": state.step, "validation/mel": error, "validation/improved": improved,
                           **self.validation_duration_figures()})
         self.metrics.gauge("train_validation_mel_loss", error)
         if improved:
-            state.best_validation = error
+            state.best_validation, state.best_step = error, state.step
             state.validations_without_improvement = 0
             self.distributed.when_main(lambda: self._save(BEST_CHECKPOINT))
         else:

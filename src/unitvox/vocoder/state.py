@@ -12,6 +12,7 @@ from torch import nn
 
 from unitvox.config import TrainConfig
 from unitvox.health.norms import unwrap
+from unitvox.health.progress import last_improvement
 from unitvox.vocoder.discriminators import Discriminators
 from unitvox.vocoder.duration import build_duration_predictor
 from unitvox.vocoder.generator import make_generator
@@ -36,6 +37,8 @@ class TrainState:
     epoch: int = 0
     batch_in_epoch: int = 0
     best_validation: float = math.inf
+    # The step best.pt was saved at (0: none yet), so best.pt can be kept to the adversarial phase.
+    best_step: int = 0
     validations_without_improvement: int = 0
     log: list[dict[str, Any]] = field(default_factory=list)
     # What this line of checkpoints is trained with (`checkpoint.lineage`); a resume must match it.
@@ -57,7 +60,7 @@ class TrainState:
             "scheduler_generator": self.scheduler_generator.state_dict(),
             "scheduler_discriminator": self.scheduler_discriminator.state_dict(),
             "counters": {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-                         "best_validation": self.best_validation,
+                         "best_validation": self.best_validation, "best_step": self.best_step,
                          "validations_without_improvement": self.validations_without_improvement},
             "log": json.dumps(self.log),
             "lineage": self.lineage,
@@ -75,6 +78,8 @@ class TrainState:
         for name, value in payload["counters"].items():
             setattr(self, name, value)
         self.log = json.loads(payload["log"])
+        if "best_step" not in payload["counters"]:  # saved before it was recorded: the log's last improvement
+            self.best_step = last_improvement(self.log) or 0
         self.lineage = dict(payload.get("lineage") or {})  # checkpoints before it was recorded have none
         torch.set_rng_state(payload["rng"]["torch"])
         if payload["rng"]["cuda"] and torch.cuda.is_available():
