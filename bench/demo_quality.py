@@ -45,6 +45,9 @@ VARIANTS = {
     # the same with a GAN phase twice as long (400 of 2700 steps)
     "vocos-logmel-gan400": ["tokenize.kmeans.k=100", "tokenize.features.extractor=logmel", *VOCOS, *RESEMBLYZER,
                             "train.generator_warmup_steps=2300"],
+    # 400 GAN steps in about the demo's time: a shorter warm-up (1700 + 400 steps, a GAN step ~4 mel-only ones)
+    "vocos-logmel-gan400-short": ["tokenize.kmeans.k=100", "tokenize.features.extractor=logmel", *VOCOS, *RESEMBLYZER,
+                                  "train.generator_warmup_steps=1700", "train.max_steps=2100"],
     # resemblyzer's pretrained d-vector, frozen, as the speaker encoder (bench/voice_conversion.py: it
     # converts voices far better than the learned one at the same steps; here, its cost and quality)
     "vocos-resemblyzer": ["tokenize.kmeans.k=100", *VOCOS, *RESEMBLYZER],  # jobs/demo.yaml now
