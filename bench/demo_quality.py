@@ -42,7 +42,7 @@ VARIANTS = {
     # the demo's content and vocoder with log-mel features in place of MFCCs
     "vocos-logmel": ["tokenize.kmeans.k=100", "tokenize.features.extractor=logmel", *VOCOS, *RESEMBLYZER],
     "vocos-logmel-k200": ["tokenize.kmeans.k=200", "tokenize.features.extractor=logmel", *VOCOS, *RESEMBLYZER],
-    # the same with a GAN phase twice as long (400 of 2700 steps)
+    # the same with a GAN phase twice as long (400 of 2700 steps): jobs/demo.yaml now
     "vocos-logmel-gan400": ["tokenize.kmeans.k=100", "tokenize.features.extractor=logmel", *VOCOS, *RESEMBLYZER,
                             "train.generator_warmup_steps=2300"],
     # 400 GAN steps in about the demo's time: a shorter warm-up (1700 + 400 steps, a GAN step ~4 mel-only ones)
